@@ -1,0 +1,250 @@
+"""The ``neggrad`` command: train, demo, eval, methods, config.
+
+User mistakes (bad config, missing file, damaged checkpoint) print one line and exit with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from importlib import resources
+from pathlib import Path
+
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from neggrad.config import Config, ConfigError, build_config, dump_config, read_yaml
+
+console = Console(stderr=True)
+out = Console()
+
+
+class UsageError(Exception):
+    """A user mistake: reported in one line, exit code 2."""
+
+
+def bundled_config(name: str) -> Path | None:
+    """A config shipped inside the package (``testbed/demo`` -> ``neggrad/configs/testbed/demo.yaml``)."""
+    candidate = resources.files("neggrad") / "configs" / f"{name.removesuffix('.yaml')}.yaml"
+    return Path(str(candidate)) if candidate.is_file() else None
+
+
+def resolve_config(path: str | None, overrides: list[str]) -> Config:
+    raw: dict = {}
+    if path:
+        p = Path(path)
+        if not p.exists() and bundled_config(path):
+            p = bundled_config(path)
+        raw = read_yaml(p)
+    return build_config(raw, overrides)
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    )
+
+
+def run_training(config: Config, run_dir: Path, *, resume: bool) -> dict:
+    from neggrad.train import train
+
+    with _progress() as progress:
+        tasks: dict[str, int] = {}
+
+        def callback(event: str, data: dict) -> None:
+            if event == "sft":
+                if "sft" not in tasks:
+                    tasks["sft"] = progress.add_task("SFT warm start", total=config.sft.max_steps, info="")
+                acc = data.get("accuracy")
+                info = f"loss {data.get('loss', float('nan')):.3f}" + (f"  acc {acc:.2f}" if acc is not None else "")
+                progress.update(tasks["sft"], completed=data.get("step", 0), info=info)
+            elif event == "eval" and data.get("step") == 0:
+                console.log(f"greedy accuracy before RL: {data['eval/accuracy']:.3f}")
+            elif event == "step":
+                if "rl" not in tasks:
+                    tasks["rl"] = progress.add_task(
+                        f"{config.method}", total=config.max_steps, completed=data["step"] - 1, info=""
+                    )
+                info = (
+                    f"acc {data.get('accuracy', 0):.2f}  reward {data.get('reward/mean', 0):+.2f}  "
+                    f"all-wrong {data.get('groups/all_wrong_frac', 0):.2f}  {data['time/step']:.2f}s/step"
+                )
+                if "eval/accuracy" in data:
+                    info += f"  eval {data['eval/accuracy']:.3f}"
+                progress.update(tasks["rl"], completed=data["step"], info=info)
+
+        return train(config, run_dir, resume=resume, callback=callback)
+
+
+def _summary_table(summary: dict, title: str) -> Table:
+    table = Table(title=title)
+    table.add_column("held-out greedy accuracy", justify="left")
+    table.add_column("value", justify="right")
+    before, after = summary.get("accuracy_before"), summary.get("accuracy_after")
+    table.add_row("before RL (SFT start)", f"{before:.3f}" if before is not None else "-")
+    table.add_row(f"after {summary['steps']} {summary['method']} steps", f"{after:.3f}" if after is not None else "-")
+    if before is not None and after is not None:
+        table.add_row("change (points)", f"{100 * (after - before):+.1f}")
+    table.add_row("wall time (s)", f"{summary['wall_time_s']:.0f}")
+    return table
+
+
+def default_run_dir(config: Config) -> Path:
+    import time
+
+    return Path("runs") / f"{config.method}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def cmd_train(args) -> int:
+    if args.resume:
+        if args.config or args.overrides:
+            raise UsageError("--resume continues a run with its saved config.yaml: drop --config and overrides")
+        run_dir = Path(args.resume)
+        if not (run_dir / "config.yaml").is_file():
+            raise UsageError(f"cannot resume {run_dir}: it holds no config.yaml (is it a neggrad run directory?)")
+        config = build_config(read_yaml(run_dir / "config.yaml"))
+    else:
+        if not args.config:
+            raise UsageError("neggrad train needs --config FILE (or --resume RUN_DIR); try `neggrad demo`")
+        config = resolve_config(args.config, args.overrides)
+        run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(config)
+    summary = run_training(config, run_dir, resume=bool(args.resume))
+    out.print(_summary_table(summary, f"neggrad {config.method}: {run_dir}"))
+    if summary["status"] == "interrupted":
+        out.print(f"interrupted at step {summary['steps']}; continue with: neggrad train --resume {run_dir}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    config = resolve_config(str(bundled_config("testbed/demo")), args.overrides)
+    run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(config)
+    console.log(f"neggrad demo: GRPO on the built-in arithmetic testbed -> {run_dir}")
+    summary = run_training(config, run_dir, resume=False)
+    out.print(_summary_table(summary, "neggrad demo: GRPO on the arithmetic testbed"))
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from neggrad.checkpoint import list_checkpoints, verify_checkpoint
+    from neggrad.evaluate import evaluate
+    from neggrad.models import load_policy
+    from neggrad.rollout.hf import HFRollout
+    from neggrad.tasks import build_task
+
+    checkpoint = None
+    if args.run_dir:
+        run_dir = Path(args.run_dir)
+        if not (run_dir / "config.yaml").is_file():
+            raise UsageError(f"{run_dir} holds no config.yaml (is it a neggrad run directory?)")
+        config = build_config(read_yaml(run_dir / "config.yaml"), args.overrides)
+        found = list_checkpoints(run_dir / "checkpoints")
+        if args.step is not None:
+            found = [p for p in found if p.name == f"step-{args.step}"]
+        if not found:
+            raise UsageError(f"{run_dir} has no checkpoint" + (f" for step {args.step}" if args.step else ""))
+        verify_checkpoint(found[-1])
+        checkpoint = found[-1] / "model"
+    else:
+        config = resolve_config(args.config, args.overrides)
+    model, tokenizer, _ = load_policy(config, checkpoint=checkpoint)
+    engine = HFRollout(
+        model, tokenizer, max_completion_length=config.max_completion_length, temperature=config.temperature,
+        top_p=config.top_p,
+    )
+    task = build_task(config.task)
+    result = evaluate(engine, task, task.eval_examples(), avg_k=args.avg_k)
+    result["checkpoint"] = str(checkpoint) if checkpoint else "start"
+    out.print(json.dumps(result, indent=1))
+    return 0
+
+
+def cmd_methods(args) -> int:
+    from neggrad.methods import PRESETS
+
+    table = Table(title="neggrad methods (presets; any key can be overridden)")
+    for col in ("method", "source", "what it does", "settings"):
+        table.add_column(col)
+    for p in PRESETS.values():
+        base = PRESETS["grpo"].values
+        settings = ", ".join(f"{k}={v}" for k, v in p.values.items() if k == "loss_type" or v != base[k])
+        table.add_row(p.name, p.source, p.summary, settings)
+    out.print(table)
+    return 0
+
+
+def cmd_config(args) -> int:
+    out.print(dump_config(resolve_config(args.config, args.overrides)), end="", markup=False, highlight=False)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="neggrad", description="RL with verifiable rewards: learn from wrong answers.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a policy from a YAML config (or resume a run)")
+    p.add_argument("--config", help="YAML config file, or a bundled name such as testbed/demo")
+    p.add_argument("--run-dir", help="where the run is written (default runs/METHOD-TIME)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
+    p.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. learning_rate=1e-5")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("demo", help="GRPO on the built-in arithmetic testbed (SFT warm start cached)")
+    p.add_argument("--run-dir", help="where the run is written")
+    p.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. max_steps=20")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("eval", help="greedy pass@1 (and avg@k) on the held-out set")
+    p.add_argument("run_dir", nargs="?", help="a run directory (its latest checkpoint, or --step)")
+    p.add_argument("--config", help="evaluate the starting policy of this config instead")
+    p.add_argument("--step", type=int, help="checkpoint step to evaluate")
+    p.add_argument("--avg-k", type=int, default=0, help="also sample k completions per prompt (avg@k)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], help="key=value override")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("methods", help="list the method presets")
+    p.set_defaults(func=cmd_methods)
+
+    p = sub.add_parser("config", help="print the resolved config (defaults + file + overrides)")
+    p.add_argument("--config", help="YAML config file")
+    p.add_argument("overrides", nargs="*", help="key.sub=value overrides")
+    p.set_defaults(func=cmd_config)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from neggrad.checkpoint import CheckpointError
+    from neggrad.train import NonFiniteError
+
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(message)s",
+        handlers=[RichHandler(console=console, show_path=False)],
+    )
+    try:
+        return args.func(args)
+    except (ConfigError, UsageError, FileExistsError, FileNotFoundError, CheckpointError) as err:
+        print(f"neggrad: error: {err}", file=sys.stderr)
+        return 2
+    except NonFiniteError as err:
+        print(f"neggrad: stopped: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        console.print("aborted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,120 @@
+"""Batched rollouts with Hugging Face ``generate``: left-padded prompts, KV cache, stop at EOS."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+@dataclass
+class Rollout:
+    """Completions of a batch of prompts, each prompt's group contiguous.
+
+    Shapes: ``B`` completions, ``Tp`` prompt tokens (left padded), ``T`` completion tokens.
+    """
+
+    prompt_ids: Tensor  # (B, Tp) left padded
+    prompt_mask: Tensor  # (B, Tp) 1 for real prompt tokens
+    completion_ids: Tensor  # (B, T) pad after the first EOS
+    completion_mask: Tensor  # (B, T) 1 up to and including the first EOS
+    truncated: Tensor  # (B,) bool: no EOS within max_completion_length
+    texts: list[str]  # (B,) decoded completions without EOS and padding
+
+    @property
+    def lengths(self) -> Tensor:
+        """(B,) completion tokens, EOS included."""
+        return self.completion_mask.sum(dim=1)
+
+    def select(self, rows: Tensor) -> Rollout:
+        """The completions at ``rows`` (a (B,) bool mask or index tensor)."""
+        index = rows.nonzero().squeeze(1) if rows.dtype == torch.bool else rows
+        return Rollout(
+            self.prompt_ids[index],
+            self.prompt_mask[index],
+            self.completion_ids[index],
+            self.completion_mask[index],
+            self.truncated[index],
+            [self.texts[i] for i in index.tolist()],
+        )
+
+
+def completion_mask_from_ids(completion_ids: Tensor, eos_token_id: int) -> tuple[Tensor, Tensor]:
+    """Mask of the tokens up to and including the first EOS, and which rows never reached EOS.
+
+    Args:
+        completion_ids: (B, T) generated tokens.
+        eos_token_id: the stop token.
+
+    Returns:
+        (B, T) long mask, (B,) bool ``truncated``.
+    """
+    is_eos = completion_ids == eos_token_id  # (B, T)
+    truncated = ~is_eos.any(dim=1)
+    first_eos = torch.where(truncated, completion_ids.shape[1], is_eos.int().argmax(dim=1))  # (B,)
+    positions = torch.arange(completion_ids.shape[1], device=completion_ids.device)  # (T,)
+    return (positions[None, :] <= first_eos[:, None]).long(), truncated
+
+
+def concat(parts: list[Rollout], pad_token_id: int) -> Rollout:
+    """Join rollouts of different padded widths into one (prompts re-padded on the left)."""
+    if len(parts) == 1:
+        return parts[0]
+    tp = max(p.prompt_ids.shape[1] for p in parts)
+    t = max(p.completion_ids.shape[1] for p in parts)
+
+    def left(x: Tensor, width: int, value: int) -> Tensor:
+        return torch.nn.functional.pad(x, (width - x.shape[1], 0), value=value)
+
+    def right(x: Tensor, width: int, value: int) -> Tensor:
+        return torch.nn.functional.pad(x, (0, width - x.shape[1]), value=value)
+
+    return Rollout(
+        torch.cat([left(p.prompt_ids, tp, pad_token_id) for p in parts]),
+        torch.cat([left(p.prompt_mask, tp, 0) for p in parts]),
+        torch.cat([right(p.completion_ids, t, pad_token_id) for p in parts]),
+        torch.cat([right(p.completion_mask, t, 0) for p in parts]),
+        torch.cat([p.truncated for p in parts]),
+        [text for p in parts for text in p.texts],
+    )
+
+
+class HFRollout:
+    """Sample completions with ``model.generate`` (the default backend; vLLM plugs in beside it)."""
+
+    def __init__(self, model, tokenizer, *, max_completion_length: int, temperature: float = 1.0, top_p: float = 1.0):
+        if tokenizer.padding_side != "left":
+            raise ValueError("the tokenizer must pad on the left for batched generation (padding_side='left')")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.max_completion_length = max_completion_length
+        self.temperature = temperature
+        self.top_p = top_p
+
+    @torch.no_grad()
+    def generate(self, prompts: list[str], *, num_generations: int = 1, greedy: bool = False) -> Rollout:
+        """``num_generations`` completions of each prompt, groups contiguous: B = len(prompts) * G."""
+        expanded = [p for p in prompts for _ in range(num_generations)]
+        enc = self.tokenizer(expanded, return_tensors="pt", padding=True, add_special_tokens=False)
+        device = next(self.model.parameters()).device
+        prompt_ids, prompt_mask = enc["input_ids"].to(device), enc["attention_mask"].to(device)
+        was_training = self.model.training
+        self.model.eval()
+        sampling = {} if greedy else {"temperature": self.temperature, "top_p": self.top_p, "top_k": 0}
+        out = self.model.generate(
+            input_ids=prompt_ids,
+            attention_mask=prompt_mask,
+            max_new_tokens=self.max_completion_length,
+            do_sample=not greedy,
+            eos_token_id=self.tokenizer.eos_token_id,
+            pad_token_id=self.tokenizer.pad_token_id,
+            use_cache=True,
+            **sampling,
+        )
+        self.model.train(was_training)
+        completion_ids = out[:, prompt_ids.shape[1] :]  # (B, T)
+        completion_mask, truncated = completion_mask_from_ids(completion_ids, self.tokenizer.eos_token_id)
+        completion_ids = completion_ids.masked_fill(completion_mask == 0, self.tokenizer.pad_token_id)
+        texts = self.tokenizer.batch_decode(completion_ids, skip_special_tokens=True)
+        return Rollout(prompt_ids, prompt_mask, completion_ids, completion_mask, truncated, texts)

@@ -1,0 +1,129 @@
+"""One step's training batch: generation rounds, verifier scores, the group policy, advantages.
+
+Order per round (ALGORITHMS.md 7.3): generate P groups, score correctness, shape rewards (reward
+scheme, overlong penalty), filter groups on binary correctness; with ``refill`` repeat with new prompts
+until P groups are kept or ``max_generation_rounds`` is reached. Surplus groups are discarded.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from neggrad.config import Config
+from neggrad.core.advantages import group_advantages, trained_rows
+from neggrad.core.groups import group_kinds
+from neggrad.core.shaping import REWARD_MAX, overlong_penalty, scheme_rewards
+from neggrad.rollout.hf import Rollout, concat
+
+
+@dataclass
+class TrainBatch:
+    """The completions a step trains on (B rows, groups of G contiguous) and what the step saw."""
+
+    rollout: Rollout
+    prompts: list[str]  # (P,) prompts of the kept groups
+    answers: list[str]  # (P,) reference answers
+    correct: Tensor  # (B,) bool, binary verifier correctness
+    rewards: Tensor  # (B,) shaped rewards fed to the advantage
+    seq_adv: Tensor  # (B,) sequence advantages
+    rows: Tensor  # (B,) bool: completions that enter the loss (PSR / NSR drop some)
+    stats: dict  # metrics of the sampling stage (sampled-group fractions, rounds, timings)
+
+
+def _filter_groups(correct: Tensor, group_filter: str) -> Tensor:
+    """(P,) bool: groups kept by ``group_filter``, judged on binary correctness only."""
+    kinds = group_kinds(correct)
+    if group_filter == "zero_std":
+        return kinds["mixed"]
+    if group_filter == "all_correct":
+        return ~kinds["all_correct"]
+    return torch.ones(correct.shape[0], dtype=torch.bool)
+
+
+def collect_batch(config: Config, rollout_engine, task, cursor: int) -> tuple[TrainBatch | None, int]:
+    """Generate and score one step's batch starting at prompt index ``cursor``.
+
+    Returns the batch (None when every group was filtered out) and the advanced cursor.
+    """
+    P, G = config.num_prompts, config.num_generations
+    kept_parts: list[tuple[Rollout, list, Tensor]] = []
+    kept = 0
+    counts = {"all_correct": 0, "all_wrong": 0, "mixed": 0}
+    sampled_correct, dropped, rounds = [], 0, 0
+    t_gen = t_score = 0.0
+    max_rounds = config.max_generation_rounds if config.refill else 1
+    while kept < P and rounds < max_rounds:
+        rounds += 1
+        examples = [task.train_example(cursor + i) for i in range(P)]
+        cursor += P
+        t0 = time.perf_counter()
+        rollout = rollout_engine.generate([e.prompt for e in examples], num_generations=G)
+        t1 = time.perf_counter()
+        answers = [e.answer for e in examples for _ in range(G)]
+        correct = torch.tensor(task.score(rollout.texts, answers), dtype=torch.bool).view(P, G)  # (P, G)
+        sampled_correct.append(correct)
+        for name, mask in group_kinds(correct).items():
+            counts[name] += int(mask.sum())
+        keep = _filter_groups(correct, config.group_filter)  # (P,)
+        dropped += int((~keep).sum())
+        take = keep.nonzero().squeeze(1)[: P - kept]  # surplus groups are discarded
+        kept += len(take)
+        if len(take):
+            rows = (take[:, None] * G + torch.arange(G)[None, :]).reshape(-1)  # (len(take) * G,)
+            kept_parts.append((rollout.select(rows), [examples[i] for i in take.tolist()], correct[take]))
+        t_score += time.perf_counter() - t1
+        t_gen += t1 - t0
+    all_correct = torch.cat(sampled_correct)
+    n_groups = all_correct.shape[0]
+    stats = {
+        "accuracy": all_correct.float().mean().item(),
+        **{f"groups/{k}_frac": v / n_groups for k, v in counts.items()},
+        "groups/zero_std": counts["all_correct"] + counts["all_wrong"],
+        "groups/dropped": dropped,
+        "groups/gen_rounds": rounds,
+        "groups/batch_short": int(kept < P),
+        "time/generate": t_gen,
+    }
+    if not kept_parts:
+        stats["time/score"] = t_score
+        return None, cursor
+    t0 = time.perf_counter()
+    rollout = concat([p[0] for p in kept_parts], rollout_engine.tokenizer.pad_token_id)
+    examples = [e for p in kept_parts for e in p[1]]
+    correct = torch.cat([p[2] for p in kept_parts])  # (P', G)
+    rewards = scheme_rewards(correct, reward_scheme=config.reward_scheme)  # (P', G)
+    if config.overlong_buffer_len:
+        rewards = rewards + overlong_penalty(
+            rollout.lengths.view_as(rewards),
+            max_completion_length=config.max_completion_length,
+            buffer_len=config.overlong_buffer_len,
+            factor=config.overlong_penalty_factor,
+        )
+    virtual = config.ngrpo.virtual_reward
+    seq_adv = group_advantages(
+        rewards,
+        method=config.advantage_estimator,
+        correct=correct,
+        scale_rewards=config.scale_rewards,
+        clamp_negative_advantages=config.clamp_negative_advantages,
+        num_virtual=config.ngrpo.num_virtual,
+        virtual_reward=REWARD_MAX[config.reward_scheme] if virtual is None else virtual,
+        positive_weight=config.w_reinforce.positive_weight,
+    )  # (P', G)
+    rows = trained_rows(correct, method=config.advantage_estimator)  # (P', G)
+    stats["time/score"] = t_score + time.perf_counter() - t0
+    batch = TrainBatch(
+        rollout=rollout,
+        prompts=[e.prompt for e in examples],
+        answers=[e.answer for e in examples],
+        correct=correct.reshape(-1),
+        rewards=rewards.reshape(-1).float(),
+        seq_adv=seq_adv.reshape(-1).float(),
+        rows=rows.reshape(-1),
+        stats=stats,
+    )
+    return batch, cursor

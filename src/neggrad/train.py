@@ -1,0 +1,295 @@
+"""The training loop: one visible call per stage of a GRPO step (DESIGN.md data flow).
+
+    collect_batch  -> generate, score, group policy, advantages       (sampling.py)
+    policy_update  -> old-policy pass, clipped surrogate, optimizer   (update.py)
+    evaluate       -> greedy pass@1 on the held-out set               (evaluate.py)
+    save_checkpoint-> atomic, exact resume                            (checkpoint.py)
+
+A run directory holds ``config.yaml``, ``metrics.jsonl``, ``samples/``, ``checkpoints/`` and, at the
+end, ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import random
+import signal
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from neggrad.checkpoint import list_checkpoints, load_trainer_state, save_checkpoint, set_rng_state
+from neggrad.config import Config, dump_config
+from neggrad.evaluate import evaluate
+from neggrad.metrics import MetricsWriter
+from neggrad.models import load_policy
+from neggrad.rollout.hf import HFRollout
+from neggrad.sampling import TrainBatch, collect_batch
+from neggrad.tasks import build_task
+from neggrad.update import policy_update
+
+logger = logging.getLogger(__name__)
+
+Callback = Callable[[str, dict], None]
+
+
+class NonFiniteError(RuntimeError):
+    """Too many consecutive steps with a NaN or infinite loss or gradient."""
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def lr_lambda(config: Config, total_steps: int) -> Callable[[int], float]:
+    """Multiplier of the peak learning rate: linear warm-up, then constant or cosine decay to 0."""
+
+    def factor(step: int) -> float:
+        if step < config.warmup_steps:
+            return (step + 1) / (config.warmup_steps + 1)
+        if config.lr_scheduler_type == "constant":
+            return 1.0
+        progress = (step - config.warmup_steps) / max(1, total_steps - config.warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+class _StopFlag:
+    """Set by SIGINT / SIGTERM: the loop finishes its step, saves a checkpoint and returns."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested:  # second signal: stop now
+            raise KeyboardInterrupt
+        self.requested = True
+        logger.warning("interrupt received: finishing this step, then saving a checkpoint (again to abort)")
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+class Trainer:
+    """A GRPO-family run: ``setup()`` builds everything, ``train()`` runs the loop and returns the summary."""
+
+    def __init__(self, config: Config, run_dir: str | Path, *, callback: Callback | None = None):
+        self.config = config
+        self.run_dir = Path(run_dir)
+        self.callback = callback or (lambda event, data: None)
+
+    # ------------------------------------------------------------------ setup
+    def setup(self, *, resume: bool = False) -> None:
+        cfg = self.config
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        checkpoint = None
+        if not resume and ((self.run_dir / "metrics.jsonl").exists() or (self.run_dir / "checkpoints").exists()):
+            raise FileExistsError(
+                f"{self.run_dir} already holds a run: resume it with --resume {self.run_dir}, or choose another --run-dir"
+            )
+        if resume:
+            found = list_checkpoints(self.run_dir / "checkpoints")
+            if not found:
+                raise FileNotFoundError(f"nothing to resume in {self.run_dir}: it has no checkpoints/step-N")
+            checkpoint = found[-1]
+            state = load_trainer_state(checkpoint)  # verifies every hash first
+        self.model, self.tokenizer, self.policy_info = load_policy(
+            cfg, checkpoint=checkpoint / "model" if checkpoint else None, progress=lambda d: self.callback("sft", d)
+        )
+        self.ref_model = None
+        if cfg.beta > 0:
+            self.ref_model = copy.deepcopy(self.model).eval().requires_grad_(False)
+        self.task = build_task(cfg.task)
+        self.eval_set = self.task.eval_examples()
+        self.engine = HFRollout(
+            self.model,
+            self.tokenizer,
+            max_completion_length=cfg.max_completion_length,
+            temperature=cfg.temperature,
+            top_p=cfg.top_p,
+        )
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(),
+            lr=cfg.learning_rate,
+            betas=(cfg.adam_beta1, cfg.adam_beta2),
+            weight_decay=cfg.weight_decay,
+        )
+        total = cfg.max_steps * cfg.num_iterations * cfg.steps_per_generation
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(cfg, total))
+        seed_everything(cfg.seed)  # after the (cached or fresh) warm start, so both paths sample alike
+        self.state = {"step": 0, "cursor": 0, "nonfinite_streak": 0, "elapsed_s": 0.0, "accuracy_before": None,
+                      "best_accuracy": None}
+        if checkpoint is not None:
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            set_rng_state(state["rng"])
+            self.state = state["trainer"]
+            logger.info("resumed from %s (step %d)", checkpoint, self.state["step"])
+        (self.run_dir / "config.yaml").write_text(dump_config(cfg))
+        (self.run_dir / "samples").mkdir(exist_ok=True)
+        self.metrics = MetricsWriter(self.run_dir / "metrics.jsonl", keep_through_step=self.state["step"])
+
+    # ------------------------------------------------------------------ loop
+    def train(self) -> dict:
+        cfg, state = self.config, self.state
+        start = time.perf_counter() - state["elapsed_s"]
+        if state["accuracy_before"] is None:
+            state["accuracy_before"] = self._evaluate()["eval/accuracy"]
+            self.callback("eval", {"step": 0, "eval/accuracy": state["accuracy_before"]})
+        status = "completed"
+        with _StopFlag() as stop:
+            while state["step"] < cfg.max_steps:
+                record = self._step()
+                state["elapsed_s"] = time.perf_counter() - start
+                self.callback("step", record)
+                if record["update/skipped"]:
+                    state["nonfinite_streak"] += 1
+                    if state["nonfinite_streak"] >= cfg.nonfinite.max_consecutive:
+                        raise NonFiniteError(
+                            f"{state['nonfinite_streak']} consecutive steps had a non-finite loss or gradient "
+                            f"(last at step {state['step']}); updates were skipped and the last good checkpoint "
+                            "is kept. Lower learning_rate or max_grad_norm, or check the reward function."
+                        )
+                else:
+                    state["nonfinite_streak"] = 0
+                    if cfg.save_steps and state["step"] % cfg.save_steps == 0:
+                        self.save()
+                if stop.requested:
+                    status = "interrupted"
+                    if not record["update/skipped"]:
+                        self.save()
+                    break
+        if status == "completed":
+            final = self._evaluate()
+            state["elapsed_s"] = time.perf_counter() - start
+            self.save()
+            summary = self._summary(status, final["eval/accuracy"])
+        else:
+            summary = self._summary(status, None)
+        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+        return summary
+
+    def _step(self) -> dict:
+        cfg, state = self.config, self.state
+        t0 = time.perf_counter()
+        batch, state["cursor"] = collect_batch(cfg, self.engine, self.task, state["cursor"])
+        state["step"] += 1
+        record = {"step": state["step"]}
+        record.update(batch.stats if batch else {})
+        if batch is None:
+            record.update({"update/skipped": 0, "batch/completions": 0})
+        else:
+            record.update(self._batch_metrics(batch))
+            record.update(policy_update(cfg, self.model, self.optimizer, self.scheduler, batch, ref_model=self.ref_model))
+            self._write_samples(batch)
+        if cfg.eval_steps and state["step"] % cfg.eval_steps == 0 and state["step"] < cfg.max_steps:
+            record.update(self._evaluate())
+        record["time/step"] = time.perf_counter() - t0
+        self.metrics.write(record)
+        return record
+
+    # ------------------------------------------------------------------ pieces
+    def _evaluate(self) -> dict:
+        t0 = time.perf_counter()
+        result = evaluate(self.engine, self.task, self.eval_set, avg_k=self.config.eval_avg_k)
+        acc = result["eval/accuracy"]
+        if self.state["best_accuracy"] is None or acc > self.state["best_accuracy"]:
+            self.state["best_accuracy"] = acc
+        result["time/eval"] = time.perf_counter() - t0
+        return result
+
+    def _batch_metrics(self, batch: TrainBatch) -> dict:
+        G = self.config.num_generations
+        rows = batch.rows
+        adv, rewards = batch.seq_adv[rows], batch.rewards
+        lengths = batch.rollout.lengths.float()
+        correct = batch.correct
+
+        def mean(x: torch.Tensor) -> float:
+            return float(x.mean()) if x.numel() else 0.0
+
+        return {
+            "reward/mean": mean(rewards),
+            "reward/std": float(rewards.std()) if rewards.numel() > 1 else 0.0,
+            "adv/mean": mean(adv),
+            "adv/std": float(adv.std()) if adv.numel() > 1 else 0.0,
+            "adv/pos_mean": mean(adv[adv > 0]),
+            "adv/neg_mean": mean(adv[adv < 0]),
+            "adv/group_sum_mean": mean(batch.seq_adv.view(-1, G).sum(dim=1)),
+            "length/mean": mean(lengths),
+            "length/min": float(lengths.min()),
+            "length/max": float(lengths.max()),
+            "length/correct_mean": mean(lengths[correct]),
+            "length/wrong_mean": mean(lengths[~correct]),
+            "length/truncated_frac": mean(batch.rollout.truncated.float()),
+        }
+
+    def _write_samples(self, batch: TrainBatch) -> None:
+        n = min(self.config.num_samples_logged, len(batch.rollout.texts))
+        if n == 0:
+            return
+        G = self.config.num_generations
+        lines = [
+            json.dumps(
+                {
+                    "prompt": batch.prompts[i // G],
+                    "answer": batch.answers[i // G],
+                    "completion": batch.rollout.texts[i],
+                    "correct": bool(batch.correct[i]),
+                    "reward": float(batch.rewards[i]),
+                    "advantage": float(batch.seq_adv[i]),
+                }
+            )
+            for i in range(n)
+        ]
+        (self.run_dir / "samples" / f"step-{self.state['step']}.jsonl").write_text("\n".join(lines) + "\n")
+
+    def save(self) -> Path:
+        return save_checkpoint(
+            self.run_dir / "checkpoints",
+            self.state["step"],
+            model=self.model,
+            tokenizer=self.tokenizer,
+            optimizer=self.optimizer,
+            scheduler=self.scheduler,
+            trainer_state={"trainer": dict(self.state)},
+            keep=self.config.save_total_limit,
+        )
+
+    def _summary(self, status: str, accuracy_after: float | None) -> dict:
+        s = self.state
+        return {
+            "status": status,
+            "method": self.config.method,
+            "steps": s["step"],
+            "accuracy_before": s["accuracy_before"],
+            "accuracy_after": accuracy_after,
+            "best_accuracy": s["best_accuracy"],
+            "wall_time_s": round(s["elapsed_s"], 3),
+            **{f"policy/{k}": v for k, v in self.policy_info.items()},
+        }
+
+
+def train(config: Config, run_dir: str | Path, *, resume: bool = False, callback: Callback | None = None) -> dict:
+    """Train (or resume) a run in ``run_dir``; return ``summary.json``'s content."""
+    trainer = Trainer(config, run_dir, callback=callback)
+    trainer.setup(resume=resume)
+    return trainer.train()
