@@ -1,0 +1,41 @@
+"""Tests for neggrad.core.groups: group kinds, zero-variance groups (vector 9.2) and success rate."""
+
+import pytest
+import torch
+
+from neggrad.core.groups import group_kinds, success_rate, zero_variance_groups
+
+# Vector 9.2's groups: mixed [1,0,0,1], then Reinforce-Rej's dropped [0,0,0,0] and [1,1,1,1].
+CORRECT = torch.tensor([[1, 0, 0, 1], [0, 0, 0, 0], [1, 1, 1, 1]], dtype=torch.bool)
+
+
+def test_group_kinds():
+    kinds = group_kinds(CORRECT)
+    assert kinds["mixed"].tolist() == [True, False, False]
+    assert kinds["all_wrong"].tolist() == [False, True, False]
+    assert kinds["all_correct"].tolist() == [False, False, True]
+
+
+def test_group_kinds_partition_every_group():
+    correct = torch.rand(50, 3, generator=torch.Generator().manual_seed(0)) < 0.5
+    kinds = group_kinds(correct)
+    assert torch.equal(sum(mask.long() for mask in kinds.values()), torch.ones(50, dtype=torch.long))
+
+
+def test_vector_9_2_zero_variance_groups_are_dropped():
+    assert zero_variance_groups(CORRECT).tolist() == [False, True, True]
+
+
+def test_success_rate():
+    # p = N+ / G: 2/4, 0/4, 4/4.
+    assert success_rate(CORRECT).tolist() == [0.5, 0.0, 1.0]
+
+
+@pytest.mark.parametrize("function", [group_kinds, zero_variance_groups, success_rate])
+def test_bad_input_is_refused(function):
+    with pytest.raises(ValueError, match=r"shape \(P, G\) with G >= 2"):
+        function(torch.ones(4, dtype=torch.bool))
+    with pytest.raises(ValueError, match=r"shape \(P, G\) with G >= 2"):
+        function(torch.ones(4, 1, dtype=torch.bool))
+    with pytest.raises(ValueError, match="bool"):
+        function(torch.ones(4, 2))
