@@ -1,0 +1,167 @@
+"""The training loop end to end on a tiny model: it learns, resumes bit for bit, and survives NaNs."""
+
+import json
+import os
+import signal
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from neggrad.checkpoint import CheckpointError, list_checkpoints
+from neggrad.config import build_config
+from neggrad.metrics import read_metrics
+from neggrad.train import NonFiniteError, Trainer, train
+
+TINY = [
+    "model.testbed.hidden_size=32",
+    "model.testbed.intermediate_size=64",
+    "model.testbed.num_hidden_layers=1",
+    "model.testbed.num_attention_heads=2",
+    "model.testbed.num_key_value_heads=1",
+    "sft.enabled=false",
+    "task.min_operands=2",
+    "task.max_operands=2",
+    "task.digits=1",
+    "task.eval_size=8",
+    "num_generations=4",
+    "per_device_train_batch_size=8",
+    "gradient_accumulation_steps=2",  # 16 completions = 4 prompts x 4
+    "max_completion_length=12",
+    "learning_rate=1e-3",
+    "max_steps=4",
+    "eval_steps=2",
+    "save_steps=2",
+    "num_samples_logged=2",
+]
+
+
+def tiny(*overrides):
+    return build_config({}, [*TINY, *overrides])
+
+
+def _weights(run_dir, step):
+    return load_file(run_dir / "checkpoints" / f"step-{step}" / "model" / "model.safetensors")
+
+
+def _untimed(lines):
+    return [{k: v for k, v in line.items() if not k.startswith("time/")} for line in lines]
+
+
+def test_a_run_writes_its_directory_and_moves_every_parameter(tmp_path):
+    # NGRPO gives all-wrong groups (what a random tiny model samples) advantage -1/3, so there is a gradient
+    cfg = tiny("method=ngrpo")
+    trainer = Trainer(cfg, tmp_path)
+    trainer.setup()
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    summary = trainer.train()
+    assert summary["status"] == "completed" and summary["steps"] == 4
+    assert 0.0 <= summary["accuracy_before"] <= 1.0 and 0.0 <= summary["accuracy_after"] <= 1.0
+    assert json.loads((tmp_path / "summary.json").read_text()) == summary
+    lines = read_metrics(tmp_path / "metrics.jsonl")
+    assert [line["step"] for line in lines] == [1, 2, 3, 4]
+    assert all(torch.isfinite(torch.tensor(line["loss/total"])) for line in lines)
+    assert "eval/accuracy" in lines[1] and "eval/accuracy" not in lines[0]
+    assert sorted(p.name for p in (tmp_path / "samples").iterdir()) == [f"step-{i}.jsonl" for i in (1, 2, 3, 4)]
+    assert [p.name for p in list_checkpoints(tmp_path / "checkpoints")] == ["step-2", "step-4"]
+    after = trainer.model.state_dict()
+    unmoved = [k for k in before if torch.equal(before[k], after[k])]
+    assert not unmoved, f"parameters that did not change: {unmoved}"
+
+
+def test_resume_after_interrupt_matches_an_uninterrupted_run(tmp_path):
+    cfg = tiny()
+    full = train(cfg, tmp_path / "full")
+
+    def interrupt_at_2(event, data):
+        if event == "step" and data["step"] == 2:
+            os.kill(os.getpid(), signal.SIGINT)  # the real Ctrl-C path: finish the step, save, stop
+
+    part = train(cfg, tmp_path / "part", callback=interrupt_at_2)
+    assert part["status"] == "interrupted" and part["steps"] == 2
+    resumed = train(cfg, tmp_path / "part", resume=True)
+    assert resumed["steps"] == 4
+    for key in _weights(tmp_path / "full", 4):
+        assert torch.equal(_weights(tmp_path / "full", 4)[key], _weights(tmp_path / "part", 4)[key]), key
+    assert _untimed(read_metrics(tmp_path / "full" / "metrics.jsonl")) == _untimed(
+        read_metrics(tmp_path / "part" / "metrics.jsonl")
+    )
+    assert full["accuracy_after"] == resumed["accuracy_after"]
+    assert full["accuracy_before"] == resumed["accuracy_before"]
+
+
+def test_resume_after_a_crash_drops_metrics_past_the_checkpoint(tmp_path):
+    cfg = tiny()
+    train(cfg, tmp_path / "full")
+
+    class Crash(Exception):
+        pass
+
+    def crash_at_3(event, data):
+        if event == "step" and data["step"] == 3:
+            raise Crash
+
+    with pytest.raises(Crash):
+        train(cfg, tmp_path / "crashed", callback=crash_at_3)
+    assert len(read_metrics(tmp_path / "crashed" / "metrics.jsonl")) == 3  # step 3 logged, not checkpointed
+    train(cfg, tmp_path / "crashed", resume=True)
+    assert _untimed(read_metrics(tmp_path / "full" / "metrics.jsonl")) == _untimed(
+        read_metrics(tmp_path / "crashed" / "metrics.jsonl")
+    )
+    for key, value in _weights(tmp_path / "full", 4).items():
+        assert torch.equal(value, _weights(tmp_path / "crashed", 4)[key]), key
+
+
+def test_damaged_or_partial_checkpoints_are_named_and_refused(tmp_path):
+    cfg = tiny("max_steps=2")
+    train(cfg, tmp_path)
+    ckpt = tmp_path / "checkpoints" / "step-2"
+    weights = ckpt / "model" / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match=r"step-2 is damaged: model/model.safetensors"):
+        train(cfg, tmp_path, resume=True)
+    (ckpt / "manifest.json").unlink()
+    with pytest.raises(CheckpointError, match=r"step-2 is partial: it has no manifest.json"):
+        train(cfg, tmp_path, resume=True)
+
+
+def test_an_interrupted_save_leaves_no_checkpoint(tmp_path):
+    (tmp_path / "checkpoints" / ".tmp-step-6").mkdir(parents=True)
+    assert list_checkpoints(tmp_path / "checkpoints") == []
+
+
+def test_a_fresh_run_refuses_to_overwrite_an_existing_one(tmp_path):
+    train(tiny("max_steps=1"), tmp_path)
+    with pytest.raises(FileExistsError, match="already holds a run"):
+        train(tiny("max_steps=1"), tmp_path)
+
+
+def test_non_finite_losses_skip_updates_then_stop_the_run(tmp_path, monkeypatch):
+    import neggrad.update
+
+    real = neggrad.update.token_logprobs
+
+    def poisoned(*args, **kwargs):
+        return real(*args, **kwargs) * float("nan")
+
+    cfg = tiny("max_steps=6", "save_steps=1", "nonfinite.max_consecutive=2")
+    trainer = Trainer(cfg, tmp_path)
+    trainer.setup()
+
+    def poison_from_step_2(event, data):
+        if event == "step" and data["step"] == 1:
+            monkeypatch.setattr(neggrad.update, "token_logprobs", poisoned)
+
+    trainer.callback = poison_from_step_2
+    with pytest.raises(NonFiniteError, match="2 consecutive steps had a non-finite loss"):
+        trainer.train()
+    lines = read_metrics(tmp_path / "metrics.jsonl")
+    assert [line["update/skipped"] for line in lines] == [0, 1, 1]
+    # the last good checkpoint is step 1 and nothing was written over it
+    assert [p.name for p in list_checkpoints(tmp_path / "checkpoints")] == ["step-1"]
+    saved = _weights(tmp_path, 1)
+    live = trainer.model.state_dict()
+    for key, value in saved.items():
+        assert torch.equal(value, live[key]), f"{key} changed by a skipped update"
