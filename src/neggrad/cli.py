@@ -165,7 +165,7 @@ def cmd_eval(args) -> int:
     task = build_task(config.task)
     result = evaluate(engine, task, task.eval_examples(), avg_k=args.avg_k)
     result["checkpoint"] = str(checkpoint) if checkpoint else "start"
-    out.print(json.dumps(result, indent=1))
+    print(json.dumps(result, indent=1))
     return 0
 
 
@@ -184,7 +184,7 @@ def cmd_methods(args) -> int:
 
 
 def cmd_config(args) -> int:
-    out.print(dump_config(resolve_config(args.config, args.overrides)), end="", markup=False, highlight=False)
+    print(dump_config(resolve_config(args.config, args.overrides)), end="")
     return 0
 
 
@@ -233,6 +233,10 @@ def main(argv: list[str] | None = None) -> int:
         format="%(message)s",
         handlers=[RichHandler(console=console, show_path=False)],
     )
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
     try:
         return args.func(args)
     except (ConfigError, UsageError, FileExistsError, FileNotFoundError, CheckpointError) as err:
