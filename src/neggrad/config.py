@@ -29,6 +29,8 @@ class _Section(BaseModel):
 class TestbedModelConfig(_Section):
     """Shape of the tiny Qwen2-architecture model built locally for the testbed."""
 
+    __test__ = False  # not a pytest test class, despite the name
+
     hidden_size: int = Field(128, ge=8)
     """Width of the residual stream (H)."""
     intermediate_size: int = Field(512, ge=8)
@@ -77,9 +79,9 @@ class TaskConfig(_Section):
     """The prompt source; "arithmetic" is the built-in testbed task."""
     min_operands: int = Field(3, ge=2, le=8)
     """Fewest numbers in a problem (steps = operands - 1)."""
-    max_operands: int = Field(3, ge=2, le=8)
+    max_operands: int = Field(4, ge=2, le=8)
     """Most numbers in a problem."""
-    digits: int = Field(2, ge=1, le=6)
+    digits: int = Field(1, ge=1, le=6)
     """Most digits per operand."""
     operators: str = "+-"
     """Operators drawn from, any of "+-*"."""
@@ -111,9 +113,9 @@ class SFTConfig(_Section):
     """Upper bound on SFT steps."""
     batch_size: int = Field(64, ge=1)
     """Worked examples per SFT step."""
-    learning_rate: float = Field(1e-3, gt=0, allow_inf_nan=False)
+    learning_rate: float = Field(2e-3, gt=0, allow_inf_nan=False)
     """AdamW learning rate of the warm start."""
-    eval_every: int = Field(25, ge=1)
+    eval_every: int = Field(50, ge=1)
     """Check greedy accuracy every this many steps."""
     eval_size: int = Field(128, ge=1)
     """Prompts in the SFT check set (separate from the RL eval set)."""

@@ -131,6 +131,7 @@ class Trainer:
             lr=cfg.learning_rate,
             betas=(cfg.adam_beta1, cfg.adam_beta2),
             weight_decay=cfg.weight_decay,
+            fused=next(self.model.parameters()).device.type in ("cpu", "cuda"),  # one kernel, not a loop per tensor
         )
         total = cfg.max_steps * cfg.num_iterations * cfg.steps_per_generation
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(cfg, total))
