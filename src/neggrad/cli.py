@@ -1,4 +1,4 @@
-"""The ``neggrad`` command: train, demo, eval, methods, config.
+"""The ``neggrad`` command: train, demo, eval, methods, config, compare, report.
 
 User mistakes (bad config, missing file, damaged checkpoint) print one line and exit with code 2.
 """
@@ -188,6 +188,65 @@ def cmd_config(args) -> int:
     return 0
 
 
+def cmd_compare(args) -> int:
+    import time
+
+    from neggrad.compare import CompareError, parse_methods, plan_runs, run_compare
+    from neggrad.report import ReportError, require_matplotlib
+
+    if not args.config:
+        raise UsageError("neggrad compare needs --config FILE, e.g. configs/testbed/compare.yaml")
+    path = Path(args.config)
+    if not path.exists() and bundled_config(args.config):
+        path = bundled_config(args.config)
+    out_dir = Path(args.out) if args.out else Path("runs") / f"compare-{time.strftime('%Y%m%d-%H%M%S')}"
+    try:
+        require_matplotlib()  # the report needs it: fail now, not after hours of training
+        planned = plan_runs(
+            read_yaml(path), args.overrides, methods=parse_methods(args.methods), seeds=args.seeds, out=out_dir
+        )
+
+        def announce(index, run, status) -> None:
+            doing = {"completed": "done already, kept", "resume": "resuming", "new": "training"}[status]
+            console.log(f"run {index + 1}/{len(planned)}: {run.method} seed {run.seed} -> {run.run_dir} ({doing})")
+
+        summaries = run_compare(planned, runner=run_training, on_run=announce)
+    except (CompareError, ReportError) as err:
+        raise UsageError(str(err)) from None
+    if len(summaries) < len(planned) or summaries[-1]["status"] != "completed":
+        out.print(f"interrupted in {planned[len(summaries) - 1].run_dir}; rerun the same command to continue")
+        return 0
+    report_args = argparse.Namespace(run_dirs=[str(r.run_dir) for r in planned], out=str(out_dir), target=args.target)
+    return cmd_report(report_args)
+
+
+def cmd_report(args) -> int:
+    import time
+
+    from neggrad.report import ReportError, load_runs, table, write_report
+
+    try:
+        runs = load_runs(args.run_dirs)
+        if args.out:
+            out_dir = Path(args.out)
+        elif len(args.run_dirs) == 1 and runs[0].path != Path(args.run_dirs[0]):  # a compare folder
+            out_dir = Path(args.run_dirs[0])
+        else:
+            out_dir = Path("runs") / f"report-{time.strftime('%Y%m%d-%H%M%S')}"
+        data = write_report(runs, out_dir, target=args.target)
+    except ReportError as err:
+        raise UsageError(str(err)) from None
+    header, cells = table(data["methods"])
+    result = Table(title=f"neggrad comparison: {len(runs)} runs")
+    for name in header:
+        result.add_column(name, justify="left" if name in ("method", "seeds") else "right")
+    for row in cells:
+        result.add_row(*row)
+    out.print(result)
+    out.print(f"report: {out_dir / 'report.md'} and {out_dir / 'report.html'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="neggrad", description="RL with verifiable rewards: learn from wrong answers.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -220,6 +279,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="YAML config file")
     p.add_argument("overrides", nargs="*", help="key.sub=value overrides")
     p.set_defaults(func=cmd_config)
+
+    p = sub.add_parser("compare", help="run several methods on the same seeds and budget, then report")
+    p.add_argument("--methods", default="grpo,ngrpo,dapo", help="comma-separated presets (default grpo,ngrpo,dapo)")
+    p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 for every method (default 3)")
+    p.add_argument("--config", help="YAML config shared by all runs, e.g. configs/testbed/compare.yaml")
+    p.add_argument("--out", help="folder for OUT/METHOD/seed-S runs and the report (default runs/compare-TIME)")
+    p.add_argument("--target", type=float, help="accuracy for 'steps to target' (default best start + 0.1)")
+    p.add_argument("overrides", nargs="*", help="key.sub=value overrides for every run, e.g. max_steps=20")
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("report", help="table and plots comparing finished runs, grouped by method")
+    p.add_argument("run_dirs", nargs="+", help="run directories, or a `neggrad compare` --out folder")
+    p.add_argument("--out", help="report folder (default: the compare folder given, else runs/report-TIME)")
+    p.add_argument("--target", type=float, help="accuracy for 'steps to target' (default best start + 0.1)")
+    p.set_defaults(func=cmd_report)
     return parser
 
 

@@ -1,0 +1,430 @@
+"""A side-by-side report of finished runs: one table row per method over its seeds, and the curves.
+
+``neggrad report RUN_DIR...`` and ``neggrad compare`` write into one folder:
+
+    report.md, report.html   the table, the plots and how to read them (HTML: self-contained, images relative)
+    summary.json             the table as data
+    accuracy.png, zero_variance.png, entropy.png, clip.png
+
+Runs are grouped by the ``method`` of their ``config.yaml``. A metric a run did not log is left out of
+its row and its curves, never an error.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+import yaml
+
+from neggrad.metrics import read_metrics
+
+LEARNS_FROM_ALL_WRONG = ("ngrpo", "nsr", "w_reinforce")
+"""Advantage estimators that give a group of all-wrong completions a non-zero advantage without needing
+variance: NGRPO's virtual max-reward sample, NSR's A = -1, W-REINFORCE's -1 for wrong answers."""
+
+TARGET_MARGIN = 0.1
+"""Default target accuracy: the best method's mean accuracy before RL plus this (capped at 1)."""
+
+ZERO_VARIANCE = ("groups/all_wrong_frac", "groups/all_correct_frac")
+CLIP = ("clip/low_frac", "clip/high_frac")
+
+
+class ReportError(ValueError):
+    """Nothing to report, or a folder that is not a run: the message says what was expected."""
+
+
+@dataclass
+class Run:
+    """One run directory as read from disk; ``summary`` is None while a run has not ended."""
+
+    path: Path
+    config: dict
+    summary: dict | None
+    metrics: list[dict]
+
+    @property
+    def method(self) -> str:
+        return str(self.config.get("method") or (self.summary or {}).get("method") or "?")
+
+    @property
+    def seed(self) -> int | None:
+        return self.config.get("seed")
+
+
+# ---------------------------------------------------------------- loading
+def _is_run(folder: Path) -> bool:
+    has_output = (folder / "summary.json").is_file() or (folder / "metrics.jsonl").is_file()
+    return (folder / "config.yaml").is_file() and has_output
+
+
+def find_run_dirs(paths: list[str | Path]) -> list[Path]:
+    """Run directories among ``paths``, or below them (a ``neggrad compare`` output folder), in path order."""
+    found: list[Path] = []
+    for path in map(Path, paths):
+        if not path.is_dir():
+            raise ReportError(f"{path} is not a directory: pass run directories or a `neggrad compare` --out folder")
+        found += [path] if _is_run(path) else sorted(c.parent for c in path.rglob("config.yaml") if _is_run(c.parent))
+    if not found:
+        raise ReportError(
+            f"no neggrad runs in {', '.join(map(str, paths))}: a run directory holds config.yaml and "
+            "metrics.jsonl or summary.json"
+        )
+    return list(dict.fromkeys(found))
+
+
+def load_runs(paths: list[str | Path]) -> list[Run]:
+    """Read every run directory found in ``paths`` (see ``find_run_dirs``)."""
+    runs = []
+    for folder in find_run_dirs(paths):
+        try:
+            config = yaml.safe_load((folder / "config.yaml").read_text()) or {}
+            summary_path = folder / "summary.json"
+            summary = json.loads(summary_path.read_text()) if summary_path.is_file() else None
+            metrics = read_metrics(folder / "metrics.jsonl") if (folder / "metrics.jsonl").is_file() else []
+        except (yaml.YAMLError, json.JSONDecodeError) as err:
+            raise ReportError(f"run {folder} has an unreadable file: {err}") from None
+        runs.append(Run(folder, config, summary, metrics))
+    return runs
+
+
+# ---------------------------------------------------------------- curves and numbers
+def _num(value) -> float | None:
+    """A finite number, else None (missing, or non-finite: MetricsWriter stores those as "nan")."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def _mean(values) -> float | None:
+    kept = [v for v in values if v is not None]
+    return statistics.fmean(kept) if kept else None
+
+
+def eval_curve(run: Run) -> dict[int, float]:
+    """Greedy held-out accuracy by step: before RL (step 0), every evaluation, and after the last step."""
+    summary = run.summary or {}
+    points = {}
+    if (before := _num(summary.get("accuracy_before"))) is not None:
+        points[0] = before
+    for record in run.metrics:
+        if (acc := _num(record.get("eval/accuracy"))) is not None:
+            points[int(record["step"])] = acc
+    if (after := _num(summary.get("accuracy_after"))) is not None and "steps" in summary:
+        points[int(summary["steps"])] = after
+    return dict(sorted(points.items()))
+
+
+def metric_curve(run: Run, names: tuple[str, ...]) -> dict[int, float]:
+    """The sum of the named metrics by step; steps that log none of them are left out."""
+    curve = {}
+    for record in run.metrics:
+        values = [v for v in (_num(record.get(n)) for n in names) if v is not None]
+        if values and "step" in record:
+            curve[int(record["step"])] = sum(values)
+    return curve
+
+
+def learns_from_all_wrong(config: dict) -> bool:
+    """Whether an all-wrong group gets a gradient: a variance-free estimator, and no ``zero_std`` filter.
+
+    GRPO, Dr. GRPO and RLOO centre rewards on the group, so equal rewards give A = 0; PSR and RAFT use
+    correct completions only. NGRPO, NSR and W-REINFORCE (and Reinforce-Rej with +-1 rewards) do give
+    wrong answers in such a group a negative advantage, unless ``group_filter: zero_std`` drops the group
+    first (DAPO, Reinforce-Rej's preset). Correctness only: an overlong penalty's variance is not counted.
+    """
+    estimator = config.get("advantage_estimator")
+    variance_free = estimator in LEARNS_FROM_ALL_WRONG or (
+        estimator == "reinforce_rej" and config.get("reward_scheme") == "pm1"
+    )
+    return variance_free and config.get("group_filter") != "zero_std"
+
+
+def default_target(runs: list[Run]) -> float | None:
+    """The best method's mean accuracy before RL + TARGET_MARGIN, capped at 1 (None if none was measured)."""
+    befores = [
+        _mean(_num((r.summary or {}).get("accuracy_before")) for r in members)
+        for members in group_by_method(runs).values()
+    ]
+    best = max((b for b in befores if b is not None), default=None)
+    return None if best is None else min(1.0, best + TARGET_MARGIN)
+
+
+def group_by_method(runs: list[Run]) -> dict[str, list[Run]]:
+    groups: dict[str, list[Run]] = {}
+    for run in runs:
+        groups.setdefault(run.method, []).append(run)
+    return groups
+
+
+def _steps_to(curve: dict[int, float], target: float | None) -> int | None:
+    return next((step for step, acc in curve.items() if target is not None and acc >= target), None)
+
+
+def summarize(runs: list[Run], *, target: float | None) -> list[dict]:
+    """One row per method (in order of first appearance), aggregated over its runs (seeds).
+
+    Final accuracy: ``accuracy_after`` of each run, mean and sample std (n - 1; None for one run). Best
+    accuracy: each run's best greedy evaluation, before and after included, then the mean. Steps to
+    target: each run's first evaluated step at or above ``target`` (default ``default_target``), mean over
+    the runs that reach it. All-wrong learned from: each run's mean ``groups/all_wrong_frac`` if
+    ``learns_from_all_wrong`` its config, else 0. Step time: mean ``time/step``.
+    """
+    if target is None:
+        target = default_target(runs)
+    rows = []
+    for method, members in group_by_method(runs).items():
+        summaries = [r.summary or {} for r in members]
+        finals = [v for v in (_num(s.get("accuracy_after")) for s in summaries) if v is not None]
+        curves = [eval_curve(r) for r in members]
+        reached = [s for s in (_steps_to(c, target) for c in curves) if s is not None]
+        all_wrong = [
+            _mean(metric_curve(r, ("groups/all_wrong_frac",)).values()) if learns_from_all_wrong(r.config) else 0.0
+            for r in members
+        ]
+        rows.append(
+            {
+                "method": method,
+                "seeds": [r.seed for r in members],
+                "steps": [s.get("steps") for s in summaries],
+                "accuracy_before": _mean(_num(s.get("accuracy_before")) for s in summaries),
+                "final_accuracy_mean": _mean(finals),
+                "final_accuracy_std": statistics.stdev(finals) if len(finals) > 1 else None,
+                "best_accuracy_mean": _mean(max(c.values()) if c else None for c in curves),
+                "target": target,
+                "steps_to_target_mean": _mean(reached),
+                "reached_target": len(reached),
+                "learns_from_all_wrong": any(learns_from_all_wrong(r.config) for r in members),
+                "all_wrong_learned_frac": _mean(all_wrong),
+                "step_time_s": _mean(_mean(metric_curve(r, ("time/step",)).values()) for r in members),
+            }
+        )
+    return rows
+
+
+def table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
+    """The summary rows as a header and text cells, shared by Markdown, HTML and the terminal."""
+
+    def fmt(value: float | None, spec: str = ".3f") -> str:
+        return "-" if value is None else format(value, spec)
+
+    target = rows[0]["target"] if rows else None
+    header = [
+        "method",
+        "seeds",
+        "start acc",
+        "final acc (mean ± std)",
+        "best acc",
+        f"steps to {fmt(target)} (seeds)",
+        "all-wrong groups learned from",
+        "s / step",
+    ]
+    cells = []
+    for row in rows:
+        final = fmt(row["final_accuracy_mean"])
+        if row["final_accuracy_std"] is not None:
+            final += f" ± {row['final_accuracy_std']:.3f}"
+        cells.append(
+            [
+                row["method"],
+                ", ".join(str(s) for s in row["seeds"]),
+                fmt(row["accuracy_before"]),
+                final,
+                fmt(row["best_accuracy_mean"]),
+                f"{fmt(row['steps_to_target_mean'], '.0f')} ({row['reached_target']}/{len(row['seeds'])})",
+                fmt(row["all_wrong_learned_frac"], ".2f"),
+                fmt(row["step_time_s"], ".2f"),
+            ]
+        )
+    return header, cells
+
+
+# ---------------------------------------------------------------- plots
+@dataclass(frozen=True)
+class Figure:
+    """One plot: per method, each line is (curve of a run, style, moving-mean window, min-max band, legend)."""
+
+    title: str
+    ylabel: str
+    caption: str
+    lines: tuple
+
+
+FIGURES = {
+    "accuracy.png": Figure(
+        "greedy held-out accuracy",
+        "accuracy",
+        "Greedy held-out accuracy: mean over seeds (line), min to max (band), target (dotted). "
+        "Dashed: accuracy of the sampled training completions, 5-step moving mean.",
+        (
+            (eval_curve, "o-", 1, True, None),
+            (lambda r: metric_curve(r, ("accuracy",)), "--", 5, False, "sampled, 5-step mean"),
+        ),
+    ),
+    "zero_variance.png": Figure(
+        "groups without variance",
+        "fraction of groups",
+        "Fraction of sampled groups whose completions are all wrong or all correct, mean over seeds; "
+        "dotted: the all-wrong part alone.",
+        (
+            (lambda r: metric_curve(r, ZERO_VARIANCE), "-", 1, True, None),
+            (lambda r: metric_curve(r, ZERO_VARIANCE[:1]), ":", 1, False, "all wrong"),
+        ),
+    ),
+    "entropy.png": Figure(
+        "policy entropy",
+        "entropy (nats)",
+        "Mean token entropy of the policy on trained completions (policy/entropy).",
+        ((lambda r: metric_curve(r, ("policy/entropy",)), "-", 1, True, None),),
+    ),
+    "clip.png": Figure(
+        "clipped tokens",
+        "fraction of tokens",
+        "Fraction of tokens whose ratio was clipped (clip/low_frac + clip/high_frac).",
+        ((lambda r: metric_curve(r, CLIP), "-", 1, True, None),),
+    ),
+}
+
+
+def require_matplotlib() -> ModuleType:
+    """``matplotlib.pyplot`` on the Agg backend, or a ReportError that says how to install it."""
+    try:
+        import matplotlib
+    except ImportError:
+        raise ReportError("plots need matplotlib: pip install 'neggrad[report]'") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _aggregate(curves: list[dict[int, float]]) -> tuple[list[int], list[float], list[float], list[float]]:
+    """Steps, and the mean, min and max over the curves that have each step."""
+    steps = sorted(set().union(*curves))
+    at = [[c[s] for c in curves if s in c] for s in steps]
+    return steps, [statistics.fmean(v) for v in at], [min(v) for v in at], [max(v) for v in at]
+
+
+def _moving_mean(values: list[float], window: int) -> list[float]:
+    return [statistics.fmean(values[max(0, i + 1 - window) : i + 1]) for i in range(len(values))]
+
+
+def write_plots(runs: list[Run], out_dir: Path, *, target: float | None) -> list[str]:
+    """Write the FIGURES that have data; return their file names."""
+    plt = require_matplotlib()
+    written = []
+    for name, figure in FIGURES.items():
+        fig, ax = plt.subplots(figsize=(7, 4))
+        styles = set()
+        for i, (method, members) in enumerate(group_by_method(runs).items()):
+            for curve_of, style, window, band, legend in figure.lines:
+                curves = [c for c in map(curve_of, members) if c]
+                if not curves:
+                    continue
+                steps, mean, low, high = _aggregate(curves)
+                label = method if legend is None else None
+                ax.plot(steps, _moving_mean(mean, window), style, color=f"C{i}", label=label, markersize=3)
+                if band and len(curves) > 1:
+                    ax.fill_between(steps, low, high, color=f"C{i}", alpha=0.2, linewidth=0)
+                styles.add((style, legend))
+        if styles:
+            for style, legend in sorted(s for s in styles if s[1]):
+                ax.plot([], [], style, color="grey", label=legend)
+            if name == "accuracy.png" and target is not None:
+                ax.axhline(target, color="grey", linestyle=":", linewidth=1)
+            ax.set(title=figure.title, xlabel="step", ylabel=figure.ylabel)
+            ax.grid(alpha=0.3)
+            ax.legend()
+            fig.tight_layout()
+            fig.savefig(out_dir / name, dpi=110)
+            written.append(name)
+        plt.close(fig)
+    return written
+
+
+# ---------------------------------------------------------------- documents
+HOW_TO_READ = [
+    "Each row is one method over its seeds; a seed fixes the model init, the SFT warm start and the "
+    "sampling, so seed s of every method starts from the same policy. Accuracies are greedy pass@1 on the "
+    "held-out set. Final: after the last step, mean ± sample std (n - 1) over seeds. Best: the best of each "
+    "run's evaluations (before, every eval_steps, after), averaged; it picks the checkpoint on the test set, "
+    "so it flatters every method alike.",
+    "Steps to target: the first evaluated step whose accuracy reaches the target, averaged over the seeds that "
+    "reach it (how many, in brackets). Evaluations happen every eval_steps, so that is its resolution. The "
+    f"default target is the best method's mean start accuracy + {TARGET_MARGIN} (capped at 1); --target sets it.",
+    "All-wrong groups learned from: the mean fraction of sampled groups whose completions were all wrong "
+    "(groups/all_wrong_frac), counted only for methods that give such a group a gradient (advantage_estimator "
+    "ngrpo, nsr or w_reinforce, or reinforce_rej with +-1 rewards, and no group_filter zero_std). GRPO-style "
+    "centring gives an all-wrong group zero advantage and DAPO drops it, so they score 0: this column is the "
+    "share of the batch that only the negative-sample methods use. s / step: mean wall time of a training step.",
+]
+
+
+def _markdown(header: list[str], cells: list[list[str]], intro: str, figures: list[str]) -> str:
+    lines = ["# neggrad comparison", "", intro, "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in cells]
+    lines += ["", "## How to read this", ""]
+    for paragraph in HOW_TO_READ:
+        lines += [paragraph, ""]
+    for name in figures:
+        lines += [f"![{name}]({name})", "", FIGURES[name].caption, ""]
+    return "\n".join(lines)
+
+
+def _html(header: list[str], cells: list[list[str]], intro: str, figures: list[str]) -> str:
+    def row(tag: str, values: list[str]) -> str:
+        return "<tr>" + "".join(f"<{tag}>{html.escape(v)}</{tag}>" for v in values) + "</tr>"
+
+    body = [f"<h1>neggrad comparison</h1>\n<p>{html.escape(intro)}</p>", "<table>", row("th", header)]
+    body += [row("td", r) for r in cells]
+    body += ["</table>", "<h2>How to read this</h2>"] + [f"<p>{html.escape(p)}</p>" for p in HOW_TO_READ]
+    body += [
+        f'<figure><img src="{n}" alt="{n}"><figcaption>{html.escape(FIGURES[n].caption)}</figcaption></figure>'
+        for n in figures
+    ]
+    style = (
+        "body{font-family:sans-serif;max-width:60em;margin:2em auto}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:.3em .6em;text-align:right}td:first-child{text-align:left}"
+        "img{max-width:100%}"
+    )
+    return (
+        f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>neggrad comparison</title>'
+        f"<style>{style}</style></head>\n<body>\n" + "\n".join(body) + "\n</body></html>\n"
+    )
+
+
+def write_report(runs: list[Run], out_dir: str | Path, *, target: float | None = None) -> dict:
+    """Write report.md, report.html, summary.json and the plots into ``out_dir``; return summary.json's data."""
+    out_dir = Path(out_dir)
+    if (out_dir / "config.yaml").is_file():
+        raise ReportError(f"{out_dir} is a run directory and the report would replace its summary.json: pass --out")
+    if not runs:
+        raise ReportError("no runs to report")
+    chosen = target
+    rows = summarize(runs, target=target)
+    target = rows[0]["target"]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    figures = write_plots(runs, out_dir, target=target)
+    groups = group_by_method(runs)
+    source = "set by --target" if chosen is not None else f"best mean start accuracy + {TARGET_MARGIN}"
+    intro = (
+        f"{len(runs)} runs of {len(groups)} methods ({', '.join(groups)}). "
+        f"Target accuracy {'-' if target is None else f'{target:.3f}'} ({source})."
+    )
+    header, cells = table(rows)
+    (out_dir / "report.md").write_text(_markdown(header, cells, intro, figures))
+    (out_dir / "report.html").write_text(_html(header, cells, intro, figures))
+    data = {
+        "target": target,
+        "target_source": source,
+        "methods": rows,
+        "runs": [str(r.path) for r in runs],
+        "figures": figures,
+    }
+    (out_dir / "summary.json").write_text(json.dumps(data, indent=1))
+    return data

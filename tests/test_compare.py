@@ -1,0 +1,152 @@
+"""`neggrad compare`: every (method, seed) run once, finished runs kept, interrupted ones resumed."""
+
+import json
+import statistics
+from pathlib import Path
+
+import pytest
+import yaml
+
+from neggrad.cli import main
+from neggrad.compare import CompareError, parse_methods, plan_runs, run_compare, run_status
+from neggrad.config import read_yaml
+from tests.test_train import TINY
+
+# two small training steps with one evaluation between them; no mid-run checkpoint
+SMALL = [
+    *TINY,
+    "max_steps=2",
+    "eval_steps=1",
+    "save_steps=0",
+    "num_generations=2",
+    "per_device_train_batch_size=2",  # x 2 accumulation = 4 completions = 2 prompts x 2
+    "max_completion_length=8",
+    "task.eval_size=4",
+]
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def compared(tmp_path_factory):
+    """2 methods x 2 seeds, trained for real once for the whole module (about 20 s on CPU)."""
+    tmp = tmp_path_factory.mktemp("compare")
+    (tmp / "tiny.yaml").write_text("learning_rate: 1.0e-3\n")
+    args = [
+        "compare",
+        "--methods",
+        "grpo,ngrpo",
+        "--seeds",
+        "2",
+        "--config",
+        str(tmp / "tiny.yaml"),
+        "--out",
+        str(tmp / "out"),
+        *SMALL,
+    ]
+    assert main(args) == 0
+    return tmp / "out", args
+
+
+def test_compare_trains_every_method_and_seed_and_reports(compared):
+    out, _ = compared
+    for method in ("grpo", "ngrpo"):
+        for seed in (0, 1):
+            run = out / method / f"seed-{seed}"
+            assert json.loads((run / "summary.json").read_text())["status"] == "completed"
+            config = read_yaml(run / "config.yaml")
+            assert (config["method"], config["seed"], config["max_steps"]) == (method, seed, 2)
+    for name in ("report.md", "report.html", "accuracy.png", "zero_variance.png", "entropy.png", "clip.png"):
+        assert (out / name).is_file(), name
+    rows = {row["method"]: row for row in json.loads((out / "summary.json").read_text())["methods"]}
+    for method in ("grpo", "ngrpo"):
+        finals = [
+            json.loads((out / method / f"seed-{s}" / "summary.json").read_text())["accuracy_after"] for s in (0, 1)
+        ]
+        assert rows[method]["seeds"] == [0, 1]
+        assert rows[method]["final_accuracy_mean"] == pytest.approx(statistics.fmean(finals))
+        assert rows[method]["final_accuracy_std"] == pytest.approx(statistics.stdev(finals))
+    assert "| grpo | 0, 1 |" in (out / "report.md").read_text()
+
+
+def test_rerunning_compare_keeps_finished_runs(compared, monkeypatch):
+    out, args = compared
+    metrics = sorted(out.glob("*/seed-*/metrics.jsonl"))
+    mtimes = [p.stat().st_mtime_ns for p in metrics]
+
+    def no_training(*a, **k):
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr("neggrad.train.train", no_training)
+    assert main(args) == 0
+    assert [p.stat().st_mtime_ns for p in metrics] == mtimes and len(metrics) == 4
+    # and the report alone, from the compare folder
+    assert main(["report", str(out), "--out", str(out / "again")]) == 0
+    assert (out / "again" / "report.html").is_file()
+
+
+def test_unknown_method_stops_before_any_run(tmp_path, capsys):
+    (tmp_path / "c.yaml").write_text("max_steps: 1\n")
+    code = main(
+        ["compare", "--methods", "grpo,magic", "--config", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "out")]
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and "unknown method 'magic'" in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_repeated_or_empty_method_lists_are_refused():
+    with pytest.raises(CompareError, match="grpo more than once"):
+        parse_methods("grpo,dapo,grpo")
+    with pytest.raises(CompareError, match="names no method"):
+        parse_methods(" , ")
+
+
+def _plan(tmp_path, *overrides):
+    return plan_runs({}, [*SMALL, *overrides], methods=["grpo"], seeds=3, out=tmp_path)
+
+
+def _fake_train(calls, status="completed"):
+    def runner(config, run_dir, *, resume):
+        calls.append((run_dir.name, resume))
+        return {"status": status}
+
+    return runner
+
+
+def test_runs_are_kept_resumed_or_restarted_by_what_their_folder_holds(tmp_path):
+    done, interrupted, crashed = _plan(tmp_path)
+    for run in (done, interrupted, crashed):
+        run.run_dir.mkdir(parents=True)
+        (run.run_dir / "config.yaml").write_text(yaml.safe_dump(run.config.model_dump(mode="json")))
+        (run.run_dir / "metrics.jsonl").write_text('{"step": 1}\n')
+    (done.run_dir / "summary.json").write_text('{"status": "completed"}')
+    (interrupted.run_dir / "checkpoints" / "step-1").mkdir(parents=True)
+    (interrupted.run_dir / "summary.json").write_text('{"status": "interrupted"}')
+    (crashed.run_dir / "checkpoints" / ".tmp-step-2").mkdir(parents=True)  # died while saving its first one
+    assert [run_status(r) for r in (done, interrupted, crashed)] == ["completed", "resume", "new"]
+    calls = []
+    run_compare([done, interrupted, crashed], runner=_fake_train(calls))
+    assert calls == [("seed-1", True), ("seed-2", False)]
+    assert not (crashed.run_dir / "metrics.jsonl").exists() and not (crashed.run_dir / "checkpoints").exists()
+
+
+def test_an_interrupted_run_stops_the_comparison(tmp_path):
+    calls = []
+    summaries = run_compare(_plan(tmp_path), runner=_fake_train(calls, status="interrupted"))
+    assert calls == [("seed-0", False)] and summaries == [{"status": "interrupted"}]
+
+
+def test_a_run_trained_with_another_config_is_not_reused(tmp_path):
+    old = _plan(tmp_path)[0]
+    old.run_dir.mkdir(parents=True)
+    (old.run_dir / "config.yaml").write_text(yaml.safe_dump(old.config.model_dump(mode="json")))
+    new = _plan(tmp_path, "max_steps=3")[0]
+    with pytest.raises(CompareError, match=r"another config \(max_steps: 2 -> 3\)"):
+        run_status(new)
+
+
+def test_the_testbed_compare_config_builds_for_each_method(tmp_path):
+    raw = read_yaml(ROOT / "configs" / "testbed" / "compare.yaml")
+    runs = plan_runs(raw, [], methods=["grpo", "ngrpo", "dapo"], seeds=3, out=tmp_path)
+    assert len(runs) == 9 and {r.config.max_steps for r in runs} == {60}
+    assert [r.config.loss_type for r in runs[::3]] == ["grpo", "dapo", "dapo"]  # presets still differ

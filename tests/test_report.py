@@ -1,0 +1,173 @@
+"""The comparison report on hand-made runs whose numbers are worked out by hand."""
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from neggrad.cli import main
+from neggrad.report import ReportError, Run, learns_from_all_wrong, load_runs, summarize, write_report
+
+
+def _run(method, seed, *, estimator, group_filter="none", before=None, after=None, steps=4, metrics=()):
+    config = {"method": method, "seed": seed, "advantage_estimator": estimator, "group_filter": group_filter}
+    summary = None
+    if after is not None:
+        summary = {
+            "status": "completed",
+            "method": method,
+            "steps": steps,
+            "accuracy_before": before,
+            "accuracy_after": after,
+        }
+    return Run(Path(f"{method}/seed-{seed}"), config, summary, list(metrics))
+
+
+RUNS = [
+    # grpo: eval curves {0: 0.4, 2: 0.5, 4: 0.6} and {0: 0.2, 2: 0.3, 4: 0.5}
+    _run(
+        "grpo",
+        0,
+        estimator="grpo",
+        before=0.4,
+        after=0.6,
+        metrics=[
+            {"step": 1, "groups/all_wrong_frac": 0.2, "time/step": 1.0},
+            {"step": 2, "groups/all_wrong_frac": 0.2, "time/step": 3.0, "eval/accuracy": 0.5},
+        ],
+    ),
+    _run(
+        "grpo",
+        1,
+        estimator="grpo",
+        before=0.2,
+        after=0.5,
+        metrics=[
+            {"step": 2, "eval/accuracy": 0.3, "time/step": 2.0},
+        ],
+    ),
+    # ngrpo: {0: 0.35, 2: 0.46, 4: 0.8}; all-wrong fractions 0.5 and 0.3 (a "nan" and a missing one skipped)
+    _run(
+        "ngrpo",
+        0,
+        estimator="ngrpo",
+        group_filter="all_correct",
+        before=0.35,
+        after=0.8,
+        metrics=[
+            {"step": 1, "groups/all_wrong_frac": 0.5},
+            {"step": 2, "groups/all_wrong_frac": 0.3, "eval/accuracy": 0.46},
+            {"step": 3, "groups/all_wrong_frac": "nan"},
+            {"step": 4},
+        ],
+    ),
+    # dapo, still running (no summary): all-wrong groups are dropped by zero_std, so 0 despite 0.9
+    _run(
+        "dapo",
+        0,
+        estimator="grpo",
+        group_filter="zero_std",
+        metrics=[
+            {"step": 1, "groups/all_wrong_frac": 0.9},
+            {"step": 2, "eval/accuracy": 0.1},
+        ],
+    ),
+]
+
+
+def test_summary_rows_match_hand_arithmetic():
+    # target = best mean start accuracy + 0.1 = max(mean(0.4, 0.2), 0.35) + 0.1 = 0.45
+    grpo, ngrpo, dapo = summarize(RUNS, target=None)
+    assert [grpo["method"], ngrpo["method"], dapo["method"]] == ["grpo", "ngrpo", "dapo"]
+    assert grpo["target"] == pytest.approx(0.45)
+    # grpo final (0.6, 0.5): mean 0.55, sample std sqrt((0.05^2 + 0.05^2) / 1) = 0.0707
+    assert grpo["final_accuracy_mean"] == pytest.approx(0.55)
+    assert grpo["final_accuracy_std"] == pytest.approx(math.sqrt(0.005))
+    assert grpo["best_accuracy_mean"] == pytest.approx((0.6 + 0.5) / 2)
+    assert grpo["accuracy_before"] == pytest.approx(0.3)
+    # seed 0 reaches 0.45 at step 2 (0.5), seed 1 only at step 4 (0.5): mean 3, 2 of 2
+    assert grpo["steps_to_target_mean"] == 3 and grpo["reached_target"] == 2
+    assert grpo["all_wrong_learned_frac"] == 0.0  # centred advantages: an all-wrong group gives no gradient
+    assert grpo["step_time_s"] == pytest.approx((2.0 + 2.0) / 2)  # seed means (1 + 3) / 2 and 2
+    # one seed: no std
+    assert ngrpo["final_accuracy_std"] is None and ngrpo["final_accuracy_mean"] == pytest.approx(0.8)
+    assert ngrpo["steps_to_target_mean"] == 2 and ngrpo["reached_target"] == 1
+    assert ngrpo["all_wrong_learned_frac"] == pytest.approx((0.5 + 0.3) / 2)
+    assert ngrpo["step_time_s"] is None  # not logged: left out, no crash
+    # a run without summary: no final accuracy, never reaches the target (best eval 0.1)
+    assert dapo["final_accuracy_mean"] is None and dapo["reached_target"] == 0
+    assert dapo["steps_to_target_mean"] is None and dapo["all_wrong_learned_frac"] == 0.0
+
+
+def test_a_given_target_replaces_the_default():
+    (grpo,) = summarize(RUNS[:2], target=0.55)  # seed 0 reaches 0.6 at step 4, seed 1 never (best 0.5)
+    assert grpo["target"] == 0.55 and grpo["steps_to_target_mean"] == 4 and grpo["reached_target"] == 1
+
+
+@pytest.mark.parametrize(
+    ("estimator", "reward_scheme", "group_filter", "learns"),
+    [
+        ("grpo", "binary", "none", False),  # A = r - mean = 0 in a group of equal rewards
+        ("rloo", "binary", "none", False),
+        ("psr", "binary", "none", False),  # trains on correct completions only
+        ("ngrpo", "binary", "all_correct", True),  # virtual max-reward sample makes the mean > 0
+        ("nsr", "binary", "none", True),
+        ("nsr", "binary", "zero_std", False),  # the filter drops all-wrong groups first
+        ("w_reinforce", "binary", "none", True),
+        ("reinforce_rej", "pm1", "zero_std", False),  # its preset drops zero-variance groups
+        ("reinforce_rej", "pm1", "none", True),  # A = r = -1 for every wrong answer
+        ("reinforce_rej", "binary", "none", False),  # A = r = 0
+    ],
+)
+def test_which_configs_learn_from_all_wrong_groups(estimator, reward_scheme, group_filter, learns):
+    config = {"advantage_estimator": estimator, "reward_scheme": reward_scheme, "group_filter": group_filter}
+    assert learns_from_all_wrong(config) is learns
+
+
+def _write_run(folder, run):
+    folder.mkdir(parents=True)
+    (folder / "config.yaml").write_text(yaml.safe_dump(run.config))
+    if run.summary:
+        (folder / "summary.json").write_text(json.dumps(run.summary))
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in run.metrics))
+
+
+def test_report_from_run_folders_writes_table_plots_and_data(tmp_path):
+    for run in RUNS:
+        _write_run(tmp_path / "runs" / run.path, run)
+    (tmp_path / "runs" / "notes").mkdir()  # not a run: skipped
+    runs = load_runs([tmp_path / "runs"])
+    assert sorted(str(r.path.relative_to(tmp_path / "runs")) for r in runs) == sorted(str(r.path) for r in RUNS)
+    data = write_report(runs, tmp_path / "runs", target=None)
+    out = tmp_path / "runs"
+    for name in ("report.md", "report.html", "accuracy.png", "zero_variance.png"):
+        assert (out / name).is_file(), name
+    assert not (out / "entropy.png").exists()  # no run logged policy/entropy: no empty plot
+    markdown = (out / "report.md").read_text()
+    assert "| grpo | 0, 1 | 0.300 | 0.550 ± 0.071 | 0.550 | 3 (2/2) | 0.00 | 2.00 |" in markdown
+    assert "![accuracy.png](accuracy.png)" in markdown and "How to read this" in markdown
+    assert '<img src="accuracy.png"' in (out / "report.html").read_text()
+    assert json.loads((out / "summary.json").read_text())["methods"] == data["methods"]
+    # the report's own summary.json has no config.yaml beside it, so a second report finds the same runs
+    assert len(load_runs([out])) == len(RUNS)
+
+
+def test_report_refuses_to_write_into_a_run_directory(tmp_path):
+    _write_run(tmp_path / "run", RUNS[0])
+    with pytest.raises(ReportError, match="pass --out"):
+        write_report(load_runs([tmp_path / "run"]), tmp_path / "run")
+
+
+def test_missing_matplotlib_says_how_to_install(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now raises ImportError
+    with pytest.raises(ReportError, match=r"pip install 'neggrad\[report\]'"):
+        write_report(RUNS, tmp_path / "out")
+
+
+def test_report_of_an_empty_folder_exits_2_with_one_line(tmp_path, capsys):
+    assert main(["report", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "no neggrad runs in" in err and len(err.strip().splitlines()) == 1, err
