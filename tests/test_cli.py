@@ -63,8 +63,18 @@ def test_demo_smoke_trains_and_reports(tmp_path):
     run = tmp_path / "demo"
     tiny = [o for o in TINY if not o.startswith(("sft.", "max_steps", "eval_steps", "save_steps"))]
     result = neggrad(
-        "demo", "--run-dir", str(run), *tiny, "max_steps=3", "sft.max_steps=30", "sft.eval_every=10",
-        "sft.eval_size=8", "task.digits=2", f"sft.cache_dir={tmp_path / 'cache'}", "method=ngrpo", cwd=tmp_path,
+        "demo",
+        "--run-dir",
+        str(run),
+        *tiny,
+        "max_steps=3",
+        "sft.max_steps=30",
+        "sft.eval_every=10",
+        "sft.eval_size=8",
+        "task.digits=2",
+        f"sft.cache_dir={tmp_path / 'cache'}",
+        "method=ngrpo",
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "before RL" in result.stdout and "after 3 ngrpo steps" in result.stdout

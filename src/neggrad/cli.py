@@ -159,7 +159,10 @@ def cmd_eval(args) -> int:
         config = resolve_config(args.config, args.overrides)
     model, tokenizer, _ = load_policy(config, checkpoint=checkpoint)
     engine = HFRollout(
-        model, tokenizer, max_completion_length=config.max_completion_length, temperature=config.temperature,
+        model,
+        tokenizer,
+        max_completion_length=config.max_completion_length,
+        temperature=config.temperature,
         top_p=config.top_p,
     )
     task = build_task(config.task)
@@ -248,7 +251,9 @@ def cmd_report(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="neggrad", description="RL with verifiable rewards: learn from wrong answers.")
+    parser = argparse.ArgumentParser(
+        prog="neggrad", description="RL with verifiable rewards: learn from wrong answers."
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
 

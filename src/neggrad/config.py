@@ -198,7 +198,9 @@ class Config(_Section):
     """Exclude completions cut at max_completion_length from the loss (they keep their reward)."""
 
     # ---- advantage
-    advantage_estimator: Literal["grpo", "rloo", "ngrpo", "psr", "nsr", "w_reinforce", "raft", "reinforce_rej"] = "grpo"
+    advantage_estimator: Literal["grpo", "rloo", "ngrpo", "psr", "nsr", "w_reinforce", "raft", "reinforce_rej"] = (
+        "grpo"
+    )
     """Sequence advantage: grpo, rloo, ngrpo, psr, nsr, w_reinforce, raft, reinforce_rej."""
     scale_rewards: Literal["group", "batch", "none"] = "group"
     """Divide centred rewards by the group std (GRPO), the batch std, or not at all (Dr. GRPO)."""

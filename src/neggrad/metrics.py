@@ -70,7 +70,9 @@ class MetricsWriter:
         self.path = path
         if keep_through_step is not None and path.exists():
             kept = [
-                line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= keep_through_step
+                line
+                for line in path.read_text().splitlines()
+                if line and json.loads(line)["step"] <= keep_through_step
             ]
             tmp = path.with_suffix(".tmp")
             tmp.write_text("".join(line + "\n" for line in kept))

@@ -103,7 +103,8 @@ class Trainer:
         checkpoint = None
         if not resume and ((self.run_dir / "metrics.jsonl").exists() or (self.run_dir / "checkpoints").exists()):
             raise FileExistsError(
-                f"{self.run_dir} already holds a run: resume it with --resume {self.run_dir}, or choose another --run-dir"
+                f"{self.run_dir} already holds a run: resume it with --resume {self.run_dir}, "
+                "or choose another --run-dir"
             )
         if resume:
             found = list_checkpoints(self.run_dir / "checkpoints")
@@ -136,8 +137,14 @@ class Trainer:
         total = cfg.max_steps * cfg.num_iterations * cfg.steps_per_generation
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(cfg, total))
         seed_everything(cfg.seed)  # after the (cached or fresh) warm start, so both paths sample alike
-        self.state = {"step": 0, "cursor": 0, "nonfinite_streak": 0, "elapsed_s": 0.0, "accuracy_before": None,
-                      "best_accuracy": None}
+        self.state = {
+            "step": 0,
+            "cursor": 0,
+            "nonfinite_streak": 0,
+            "elapsed_s": 0.0,
+            "accuracy_before": None,
+            "best_accuracy": None,
+        }
         if checkpoint is not None:
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
@@ -199,7 +206,9 @@ class Trainer:
             record.update({"update/skipped": 0, "batch/completions": 0})
         else:
             record.update(self._batch_metrics(batch))
-            record.update(policy_update(cfg, self.model, self.optimizer, self.scheduler, batch, ref_model=self.ref_model))
+            record.update(
+                policy_update(cfg, self.model, self.optimizer, self.scheduler, batch, ref_model=self.ref_model)
+            )
             self._write_samples(batch)
         if cfg.eval_steps and state["step"] % cfg.eval_steps == 0 and state["step"] < cfg.max_steps:
             record.update(self._evaluate())

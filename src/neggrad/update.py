@@ -15,7 +15,14 @@ from torch import Tensor
 
 from neggrad.config import Config
 from neggrad.core.logprobs import token_logprobs
-from neggrad.core.losses import aggregate_loss, clipped_surrogate, kl_penalty, logp_policy_loss, step_denominators, token_entropy
+from neggrad.core.losses import (
+    aggregate_loss,
+    clipped_surrogate,
+    kl_penalty,
+    logp_policy_loss,
+    step_denominators,
+    token_entropy,
+)
 from neggrad.policy import completion_logits
 from neggrad.rollout.hf import Rollout
 from neggrad.sampling import TrainBatch
@@ -98,7 +105,11 @@ def policy_update(config: Config, model, optimizer, scheduler, batch: TrainBatch
                     clip = {}
                 else:
                     policy, clip = clipped_surrogate(
-                        logp, old, mb_adv, epsilon=config.epsilon, epsilon_high=config.epsilon_high,
+                        logp,
+                        old,
+                        mb_adv,
+                        epsilon=config.epsilon,
+                        epsilon_high=config.epsilon_high,
                         dual_clip=config.dual_clip,
                     )
                 token_loss = policy
