@@ -117,7 +117,8 @@ def _problem_in(cfg: TaskConfig, stream: str, index: int, buckets: range | tuple
         if _bucket(cfg, problem.prompt) in buckets:
             return problem
     raise ValueError(
-        f"the {stream} stream found no usable prompt in {_MAX_ATTEMPTS_PER_PROBLEM} draws: raise task.digits"
+        f"the {stream} stream found no prompt of its split in {_MAX_ATTEMPTS_PER_PROBLEM} draws: the task is "
+        "too small, enlarge it (task.digits, task.max_operands, task.operators)"
     )
 
 
