@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from importlib import resources
 from pathlib import Path
@@ -18,6 +19,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from neggrad.config import Config, ConfigError, build_config, dump_config, read_yaml
+
+# Idle OpenMP threads sleep instead of spinning: with another busy process on a small CPU, spinning made
+# steps 4-25x slower (measured on 2 cores, benchmarks/step_time.py). Must be set before torch loads.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 console = Console(stderr=True)
 out = Console()
