@@ -33,6 +33,18 @@ def neggrad(*args, cwd=None):
         (["train", "--resume", "nowhere"], "cannot resume nowhere"),
         (["train"], "needs --config"),
         (["eval", "nowhere"], "holds no config.yaml"),
+        (
+            [
+                "train",
+                "--config",
+                "testbed/demo",
+                "task.digits=1",
+                "task.min_operands=2",
+                "task.max_operands=2",
+                "task.eval_size=100",
+            ],
+            "the task has only about",
+        ),
     ],
 )
 def test_user_mistakes_exit_2_with_one_line(args, message, tmp_path):

@@ -314,7 +314,7 @@ def _format_error(err: ValidationError) -> str:
     if kind == "extra_forbidden":
         return f"unknown config key {loc!r}{_suggest(first['loc'])} (`neggrad config` prints every valid key)"
     msg = first["msg"].removeprefix("Value error, ")
-    if kind in ("value_error", "assertion_error") and not first["loc"]:
+    if kind in ("value_error", "assertion_error"):  # our validators name their keys and values themselves
         return msg
     return f"{loc}: {msg} (got {first.get('input')!r})" if "input" in first else f"{loc}: {msg}"
 

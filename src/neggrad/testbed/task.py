@@ -23,7 +23,7 @@ import re
 from dataclasses import dataclass
 from itertools import count
 
-from neggrad.config import TaskConfig
+from neggrad.config import ConfigError, TaskConfig
 
 _SPLIT_BUCKETS = 16
 """Prompts hash into this many buckets: bucket 0 is eval, bucket 1 SFT check, the rest training (7/8)."""
@@ -116,7 +116,7 @@ def _problem_in(cfg: TaskConfig, stream: str, index: int, buckets: range | tuple
         problem = _draw(cfg, stream, index, attempt)
         if _bucket(cfg, problem.prompt) in buckets:
             return problem
-    raise ValueError(
+    raise ConfigError(
         f"the {stream} stream found no prompt of its split in {_MAX_ATTEMPTS_PER_PROBLEM} draws: the task is "
         "too small, enlarge it (task.digits, task.max_operands, task.operators)"
     )
@@ -137,7 +137,7 @@ def _distinct(cfg: TaskConfig, stream: str, n: int, bucket: int) -> list[Problem
         else:
             misses += 1
             if misses > _MAX_ATTEMPTS_PER_PROBLEM * _SPLIT_BUCKETS:
-                raise ValueError(
+                raise ConfigError(
                     f"the task has only about {len(problems)} distinct {stream} prompts, fewer than the {n} asked: "
                     "lower the set size (task.eval_size or sft.eval_size) or enlarge the task "
                     "(task.digits, task.max_operands)"
