@@ -85,3 +85,17 @@ def test_every_field_is_documented():
 
     missing = [name for name, doc in walk(Config) if not doc]
     assert not missing, f"fields without a docstring: {missing}"
+
+
+def test_shipped_configs_build_for_every_method():
+    from pathlib import Path
+
+    from neggrad.methods import PRESETS
+
+    root = Path(__file__).resolve().parents[1]
+    files = sorted((root / "configs").rglob("*.yaml")) + sorted((root / "src/neggrad/configs").rglob("*.yaml"))
+    assert files
+    for path in files:
+        for method in PRESETS:
+            cfg = load_config(path, [f"method={method}"])
+            assert cfg.method == method, path
