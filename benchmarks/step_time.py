@@ -171,7 +171,7 @@ class NeggradSteps:
         t0 = time.perf_counter()
         batch, self.cursor = collect_batch(self.cfg, self.engine, self.task, self.cursor)
         t1 = time.perf_counter()
-        metrics = policy_update(self.cfg, self.model, self.optimizer, self.scheduler, batch)
+        metrics = policy_update(self.cfg, self.model, self.optimizer, self.scheduler, batch).metrics
         t2 = time.perf_counter()
         self.records.append(
             {

@@ -96,6 +96,11 @@ def test_shipped_configs_build_for_every_method():
     files = sorted((root / "configs").rglob("*.yaml")) + sorted((root / "src/neggrad/configs").rglob("*.yaml"))
     assert files
     for path in files:
+        feedback = load_config(path).feedback.enabled
         for method in PRESETS:
+            if feedback and method not in ("grpo", "nthr", "dr_grpo", "dapo", "rloo", "ngrpo"):  # spec 5.4
+                with pytest.raises(ConfigError, match="feedback.enabled needs"):
+                    load_config(path, [f"method={method}"])
+                continue
             cfg = load_config(path, [f"method={method}"])
             assert cfg.method == method, path

@@ -35,7 +35,7 @@ RUNS = [
         before=0.4,
         after=0.6,
         metrics=[
-            {"step": 1, "groups/all_wrong_frac": 0.2, "time/step": 1.0},
+            {"step": 1, "groups/all_wrong_frac": 0.2, "time/step": 1.0, "lld/displaced_frac": 0.5},
             {"step": 2, "groups/all_wrong_frac": 0.2, "time/step": 3.0, "eval/accuracy": 0.5},
         ],
     ),
@@ -46,7 +46,7 @@ RUNS = [
         before=0.2,
         after=0.5,
         metrics=[
-            {"step": 2, "eval/accuracy": 0.3, "time/step": 2.0},
+            {"step": 2, "eval/accuracy": 0.3, "time/step": 2.0, "lld/displaced_frac": 0.1, "lld/delta_seq_mean": -0.2},
         ],
     ),
     # ngrpo: {0: 0.35, 2: 0.46, 4: 0.8}; all-wrong fractions 0.5 and 0.3 (a "nan" and a missing one skipped)
@@ -143,11 +143,13 @@ def test_report_from_run_folders_writes_table_plots_and_data(tmp_path):
     assert sorted(str(r.path.relative_to(tmp_path / "runs")) for r in runs) == sorted(str(r.path) for r in RUNS)
     data = write_report(runs, tmp_path / "runs", target=None)
     out = tmp_path / "runs"
-    for name in ("report.md", "report.html", "accuracy.png", "zero_variance.png"):
+    for name in ("report.md", "report.html", "accuracy.png", "zero_variance.png", "lld.png", "lld_delta.png"):
         assert (out / name).is_file(), name
     assert not (out / "entropy.png").exists()  # no run logged policy/entropy: no empty plot
     markdown = (out / "report.md").read_text()
-    assert "| grpo | 0, 1 | 0.300 | 0.550 ± 0.071 | 0.550 | 3 (2/2) | 0.00 | 2.00 |" in markdown
+    # LLD columns: displaced = mean of the run means 0.5 and 0.1; delta only logged by seed 1
+    assert "| grpo | 0, 1 | 0.300 | 0.550 ± 0.071 | 0.550 | 3 (2/2) | 0.00 | 0.300 | -0.200 | 2.00 |" in markdown
+    assert "| ngrpo | 0 |" in markdown and "| - | - |" in markdown  # runs without LLD metrics
     assert "![accuracy.png](accuracy.png)" in markdown and "How to read this" in markdown
     assert '<img src="accuracy.png"' in (out / "report.html").read_text()
     assert json.loads((out / "summary.json").read_text())["methods"] == data["methods"]

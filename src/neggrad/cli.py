@@ -1,4 +1,4 @@
-"""The ``neggrad`` command: train, demo, eval, methods, config, compare, report.
+"""The ``neggrad`` command: train, demo, eval, methods, config, compare, report, judge.
 
 User mistakes (bad config, missing file, damaged checkpoint) print one line and exit with code 2.
 """
@@ -163,18 +163,28 @@ def cmd_eval(args) -> int:
     else:
         config = resolve_config(args.config, args.overrides)
     model, tokenizer, _ = load_policy(config, checkpoint=checkpoint)
-    engine = HFRollout(
-        model,
-        tokenizer,
-        max_completion_length=config.max_completion_length,
-        temperature=config.temperature,
-        top_p=config.top_p,
-    )
-    task = build_task(config.task)
-    result = evaluate(engine, task, task.eval_examples(), avg_k=args.avg_k)
+    engine = HFRollout.from_config(model, tokenizer, config)
+    pass_k = _parse_pass_k(args.pass_k)
+    task = build_task(config, tokenizer=tokenizer)
+    try:
+        result = evaluate(engine, task, task.eval_examples(), avg_k=args.avg_k, pass_k=pass_k)
+    finally:
+        task.close()
     result["checkpoint"] = str(checkpoint) if checkpoint else "start"
     print(json.dumps(result, indent=1))
     return 0
+
+
+def _parse_pass_k(text: str | None) -> list[int]:
+    if not text:
+        return []
+    try:
+        ks = [int(k) for k in text.split(",") if k.strip()]
+    except ValueError:
+        raise UsageError(f"--pass-k {text!r} is not a comma-separated list of integers (e.g. 1,8,64)") from None
+    if any(k < 1 for k in ks):
+        raise UsageError(f"--pass-k values must be >= 1, got {text!r}")
+    return ks
 
 
 def cmd_methods(args) -> int:
@@ -185,7 +195,12 @@ def cmd_methods(args) -> int:
         table.add_column(col)
     for p in PRESETS.values():
         base = PRESETS["grpo"].values
-        settings = ", ".join(f"{k}={v}" for k, v in p.values.items() if k == "loss_type" or v != base[k])
+        flat = {
+            f"{k}.{sub}" if isinstance(v, dict) else k: subv
+            for k, v in p.values.items()
+            for sub, subv in (v.items() if isinstance(v, dict) else [(None, v)])
+        }
+        settings = ", ".join(f"{k}={v}" for k, v in flat.items() if k == "loss_type" or v != base.get(k))
         table.add_row(p.name, p.source, p.summary, settings)
     out.print(table)
     return 0
@@ -255,6 +270,100 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_inspect(args) -> int:
+    from neggrad.diagnostics.inspect import InspectError, inspect_run
+
+    try:
+        path = inspect_run(args.run_dir, args.step, args.out)
+    except InspectError as err:
+        raise UsageError(str(err)) from None
+    out.print(f"wrote {path}")
+    return 0
+
+
+def cmd_lld_probe(args) -> int:
+    from neggrad.diagnostics.probe_study import parse_variants, run_probe, sample_groups, write_probe_report
+    from neggrad.models import load_policy
+    from neggrad.rollout.hf import HFRollout
+    from neggrad.tasks import build_task
+
+    try:
+        variants = parse_variants(args.variants)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    if args.prompts < 1:
+        raise UsageError(f"--prompts must be at least 1, got {args.prompts}")
+    config = resolve_config(args.config, args.overrides)
+    out_dir = Path(args.out)
+    model, tokenizer, _ = load_policy(config, progress=None)
+    task = build_task(config, tokenizer=tokenizer)
+    engine = HFRollout.from_config(model, tokenizer, config)
+    examples = list(task.eval_examples())
+    with console.status("sampling groups from the starting policy"):
+        groups = sample_groups(config, engine, task, examples, args.prompts)
+    if not groups:
+        raise UsageError("no mixed group among the held-out prompts: the policy gets all right or all wrong")
+    out.print(f"{len(groups)} mixed groups (of {len(examples)} held-out prompts at most); {len(variants)} variants")
+    with console.status("one update per group and variant") as status:
+        results = run_probe(
+            config,
+            model,
+            groups,
+            variants,
+            tokenizer.pad_token_id,
+            progress=lambda done, total: status.update(f"update {done}/{total}"),
+        )
+    rows = write_probe_report(results, out_dir, title=f"{args.config}")
+    table = Table(title=f"LLD probe ({len(groups)} groups): Δ(x) of correct answers after one update")
+    for col in ("variant", "mean Δ(x)", "displaced", "displaced p<=1/2", "displaced p>1/2"):
+        table.add_column(col, justify="left" if col == "variant" else "right")
+    for r in rows:
+        cells = [
+            r["delta_seq_mean"],
+            r["displaced_frac"],
+            r["displaced_frac_p_le_half"],
+            r["displaced_frac_p_gt_half"],
+        ]
+        table.add_row(
+            r["variant"], *("-" if c is None else f"{c:+.3f}" if i == 0 else f"{c:.3f}" for i, c in enumerate(cells))
+        )
+    out.print(table)
+    out.print(f"report: {out_dir / 'report.md'}")
+    return 0
+
+
+def cmd_judge(args) -> int:
+    from neggrad.feedback.build import build_judge
+    from neggrad.feedback.offline import OfflineError, score_file
+
+    raw: dict = {}
+    if args.config:
+        path = Path(args.config)
+        raw = read_yaml(bundled_config(args.config) if not path.exists() and bundled_config(args.config) else path)
+    overrides = list(args.overrides)
+    if args.judge:
+        overrides.append(f"feedback.judge={args.judge}")
+    keys = {o.split("=", 1)[0].strip().lstrip("-") for o in overrides}
+    section = raw.get("feedback") if isinstance(raw.get("feedback"), dict) else {}
+    judge_name = args.judge or section.get("judge", "oracle")
+    if judge_name == "oracle" and "feedback.step_split" not in keys and "step_split" not in section:
+        overrides.append("feedback.step_split=testbed")  # the oracle reads the testbed's steps
+    config = build_config(raw, overrides)
+    judge = build_judge(config.feedback)
+    try:
+        counts = score_file(
+            judge, config.feedback, reward_scheme=config.reward_scheme, source=Path(args.inp), out=Path(args.out)
+        )
+    except OfflineError as err:
+        raise UsageError(str(err)) from None
+    console.log(
+        f"neggrad judge ({config.feedback.judge}): {counts['scored']} lines scored, {counts['skipped']} already in "
+        f"{args.out}; {counts['judged']} judged, {counts['failed']} failed"
+    )
+    print(json.dumps(counts))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="neggrad", description="RL with verifiable rewards: learn from wrong answers."
@@ -274,11 +383,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. max_steps=20")
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("eval", help="greedy pass@1 (and avg@k) on the held-out set")
+    p = sub.add_parser("eval", help="greedy pass@1 (and avg@k, pass@k) on the held-out set")
     p.add_argument("run_dir", nargs="?", help="a run directory (its latest checkpoint, or --step)")
     p.add_argument("--config", help="evaluate the starting policy of this config instead")
     p.add_argument("--step", type=int, help="checkpoint step to evaluate")
     p.add_argument("--avg-k", type=int, default=0, help="also sample k completions per prompt (avg@k)")
+    p.add_argument("--pass-k", help="unbiased pass@k for these k, e.g. 1,8,64 (samples max(k) per prompt)")
     p.add_argument("--set", dest="overrides", action="append", default=[], help="key=value override")
     p.set_defaults(func=cmd_eval)
 
@@ -304,6 +414,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="report folder (default: the compare folder given, else runs/report-TIME)")
     p.add_argument("--target", type=float, help="accuracy for 'steps to target' (default best start + 0.1)")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("inspect", help="HTML page of one step's groups with the tokens NTHR protected")
+    p.add_argument("run_dir", help="a run directory trained with NTHR")
+    p.add_argument("--step", type=int, help="training step (default: the latest with token samples)")
+    p.add_argument("--out", help="output HTML file (default RUN_DIR/inspect/step-N.html)")
+    p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("lld-probe", help="the LLD paper's probe: one update per mixed group, per variant")
+    p.add_argument("--config", required=True, help="YAML config whose starting policy is probed")
+    p.add_argument("--prompts", type=int, default=64, help="mixed groups to probe (default 64)")
+    p.add_argument(
+        "--variants", default="grpo,pos_only,nthr,random", help="comma-separated: grpo,pos_only,nthr,random"
+    )
+    p.add_argument("--out", default="runs/lld-probe", help="folder for report.md, lld_probe.png, results.json")
+    p.add_argument("overrides", nargs="*", help="key.sub=value overrides")
+    p.set_defaults(func=cmd_lld_probe)
+
+    p = sub.add_parser("judge", help="partial rewards for a saved rollout file (JSONL) from a step-wise judge")
+    p.add_argument("--judge", choices=("oracle", "local", "http"), help="judge (default: the config's feedback.judge)")
+    p.add_argument(
+        "--in", dest="inp", metavar="FILE", required=True, help="rollouts: JSON lines (prompt, completion, correct)"
+    )
+    p.add_argument("--out", required=True, help="scored lines are appended here; lines already in it are skipped")
+    p.add_argument("--config", help="YAML config whose feedback section sets the judge (default: built-in defaults)")
+    p.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. feedback.noise.flip=0.1")
+    p.set_defaults(func=cmd_judge)
     return parser
 
 

@@ -17,6 +17,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+NTHR_ESTIMATORS = ("grpo", "rloo", "ngrpo")
+"""Advantage estimators NTHR can sit on: they score whole groups, wrong answers included."""
+
 
 class ConfigError(ValueError):
     """A config that cannot run: the message names the key and what is allowed."""
@@ -101,6 +104,86 @@ class TaskConfig(_Section):
         return self
 
 
+class ColumnsConfig(_Section):
+    """Which column of a prompt set holds what."""
+
+    problem: str = "problem"
+    """Column with the problem text that goes into the prompt."""
+    answer: str = "answer"
+    """Column with the gold answer the verifier checks against (numbers become text; a list is joined by ", ")."""
+    solution: str | None = None
+    """Column with a worked reference solution, kept for judges (optional)."""
+
+
+class DataConfig(_Section):
+    """Prompt sets for real-model training: local files or Hugging Face hub data sets (unset: the ``task`` testbed)."""
+
+    source: str | None = None
+    """Training prompts: a local .jsonl / .json / .parquet file, a hub id (needs the datasets package), or an eval
+    set name (see eval_source). null trains on the arithmetic testbed of the task section."""
+    subset: str | None = None
+    """Hub config name, e.g. "main" for openai/gsm8k."""
+    split: str = "train"
+    """Hub split of source (ignored for local files)."""
+    columns: ColumnsConfig = Field(default_factory=ColumnsConfig)
+    """Column names of source (and of eval_source when it is a file or hub id and eval_columns is null)."""
+    answer_format: Literal["plain", "boxed", "gsm8k"] = "plain"
+    """How to read the answer column: plain (as is), boxed (its last \\boxed{}, e.g. a MATH solution column),
+    gsm8k (the text after "####", thousands commas removed)."""
+    filters: dict[str, list[str | int | float | bool]] = Field(default_factory=dict)
+    """Keep training rows whose column value is in the list, e.g. {level: [3, 4, 5]} for MATH levels 3-5
+    (HuggingFaceH4/MATH-500 stores levels as ints; hendrycks MATH copies write "Level 3")."""
+    eval_source: str | None = None
+    """Held-out prompts: math500, aime24, aime25, amc23, minerva, olympiadbench, gsm8k (hub id and columns built
+    in), or a file or hub id. null: hold eval_size prompts of source out of training."""
+    eval_subset: str | None = None
+    """Hub config name of eval_source."""
+    eval_split: str = "test"
+    """Hub split of eval_source (a built-in eval set uses its own)."""
+    eval_columns: ColumnsConfig | None = None
+    """Column names of eval_source when it is a file or hub id (null: the same as columns)."""
+    eval_answer_format: Literal["plain", "boxed", "gsm8k"] | None = None
+    """answer_format of eval_source when it is a file or hub id (null: the same as answer_format)."""
+    eval_size: int | None = Field(None, ge=1)
+    """Evaluate on the first eval_size prompts of eval_source (null: all). Without eval_source, this many
+    prompts of source are held out (null: a tenth of source, at most 500)."""
+    prompt_template: str = "{problem}\nPlease reason step by step, and put your final answer within \\boxed{}."
+    """Text of the prompt (or of the user turn, with chat_template); "{problem}" is replaced by the problem. The
+    default is the Qwen2.5-Math chain-of-thought instruction."""
+    chat_template: bool = False
+    """Format prompts with the tokenizer's chat template (instruct models); false: plain text (base models)."""
+    system_prompt: str | None = None
+    """System turn put before the user turn (only with chat_template)."""
+    seed: int = 0
+    """Seed of the training order (reshuffled every pass over source) and of the held-out split."""
+
+
+class RewardConfig(_Section):
+    """The verifier that scores completions: binary correctness, plus an optional format bonus."""
+
+    kind: str = "auto"
+    """arithmetic: the testbed's "A: n" exact integer match. math: math-verify equivalence of the last \\boxed{}
+    (or final-answer line) with the gold answer (pip install 'neggrad[math]'). "my_pkg.rewards:fn": your function
+    (completions, answers) -> list[bool]. auto: math when data.source is set, else arithmetic."""
+    timeout: float = Field(5.0, gt=0, le=600, allow_inf_nan=False)
+    """Seconds allowed per math answer check; past it the answer scores 0 and its worker process is replaced."""
+    workers: int = Field(2, ge=1, le=256)
+    """Worker processes checking math answers."""
+    format_weight: float = Field(0.0, ge=0, allow_inf_nan=False)
+    """Bonus added to the reward of a completion that states an extractable final answer (0: off)."""
+
+    @model_validator(mode="after")
+    def _kind(self) -> RewardConfig:
+        from neggrad.rewards.custom import is_import_path  # stdlib-only module, no import cycle
+
+        if self.kind not in ("auto", "arithmetic", "math") and not is_import_path(self.kind):
+            raise ValueError(
+                f"reward.kind must be arithmetic, math, auto or an import path like 'my_pkg.rewards:is_correct', "
+                f"got {self.kind!r}"
+            )
+        return self
+
+
 class SFTConfig(_Section):
     """Supervised warm start of the testbed model, stopped at a middling accuracy and cached on disk."""
 
@@ -139,6 +222,162 @@ class WReinforceConfig(_Section):
     """lambda: advantage of a correct completion (wrong ones get -1)."""
 
 
+class NTHRConfig(_Section):
+    """NTHR: down-weight the penalty on wrong-answer tokens that resemble the correct answers
+    (Deng et al. 2025, arXiv:2505.18830, Sec. 5, Alg. 1; ALGORITHMS.md 3)."""
+
+    enabled: bool = False
+    """Turn NTHR on (method ``nthr`` = grpo + this). Allowed on grpo, dr_grpo, dapo, rloo and ngrpo."""
+    beta: float = 1.0
+    """Threshold scale: tau = beta * min over correct responses of their mean score (paper: 1.0; 0 for
+    R1-Distill-1.5B). 0 selects every token with a positive score; -.inf selects every wrong token."""
+    eta: Literal["2|0.5-p|", "1-p", "p"] | float = "2|0.5-p|"
+    """Advantage factor of selected tokens: "2|0.5-p|" (paper, App. 7.3), "1-p", "p", or a constant in [0, 1)."""
+    vocab: Literal["response", "full"] = "response"
+    """Gradient vocabulary: "response" = token ids of the group's completions (paper, App. 7.4), "full" = exact."""
+    anchor_include_self: bool = True
+    """Keep a correct response's own tokens in the sum when its anchor mean is taken (ALGORITHMS.md 3.2)."""
+    control: Literal["none", "random"] = "none"
+    """A control arm (ALGORITHMS.md 2.3): "random" scales as many randomly chosen tokens of each wrong
+    response as NTHR selected there, so the effect of *which* tokens are chosen can be isolated."""
+    chunk_tokens: int = Field(1024, ge=1)
+    """Tokens per block of the score computation (bounds its extra memory)."""
+    chunk_vocab: int = Field(8192, ge=1)
+    """Vocabulary columns per block (bounds memory with vocab "full")."""
+
+    @model_validator(mode="after")
+    def _check(self) -> NTHRConfig:
+        if isinstance(self.eta, float) and not 0.0 <= self.eta < 1.0:
+            raise ValueError(f"nthr.eta must be in [0, 1) or one of 2|0.5-p|, 1-p, p; got {self.eta}")
+        if self.beta != self.beta:  # NaN
+            raise ValueError("nthr.beta must be a number (use -.inf to select every wrong token)")
+        return self
+
+
+class LLDConfig(_Section):
+    """Lazy Likelihood Displacement diagnostics (arXiv:2505.18830, Sec. 4; ALGORITHMS.md 2)."""
+
+    enabled: bool = True
+    """Log how each update moved the log-likelihood of the correct completions it trained on (one extra
+    no-grad forward over those completions, reported as time/lld)."""
+    wrong: bool = False
+    """Also measure the wrong completions (lld/wrong/*): a second forward over them."""
+    probe_size: int = Field(64, ge=0)
+    """Held-out (prompt, correct completion) pairs fixed at step 0 and tracked over training (0: off)."""
+    probe_every: int = Field(10, ge=1)
+    """Steps between probe measurements (lld/probe/*)."""
+
+
+class FeedbackNoiseConfig(_Section):
+    """Judge noise of the oracle judge, to measure how much judge error the method tolerates."""
+
+    flip: float = Field(0.0, ge=0, le=1)
+    """Probability that a verdict is replaced by a uniformly drawn one (any step, or none wrong)."""
+    shift: float = Field(0.0, ge=0, le=1)
+    """Probability that a verdict moves one step earlier or later (an off-by-one judge)."""
+    seed: int = 0
+    """Seed of the noise; a response's noise depends only on (seed, problem, response)."""
+
+
+class FeedbackLocalConfig(_Section):
+    """The ``local`` judge: a Hugging Face causal LM run in this process, greedy."""
+
+    name_or_path: str = ""
+    """Hub id or local folder of the judge model (required for judge: local)."""
+    max_new_tokens: int = Field(512, ge=1)
+    """Longest judge reply in tokens; a reply cut before its verdict line is a failure."""
+    batch_size: int = Field(8, ge=1)
+    """Judge prompts per generate call."""
+    device: str = "auto"
+    """Where the judge model runs: "auto" (CUDA when available), "cpu", "cuda", "cuda:1", ..."""
+
+
+class FeedbackHTTPConfig(_Section):
+    """The ``http`` judge: an OpenAI-compatible chat-completions server (vLLM, SGLang, a hosted API)."""
+
+    base_url: str = "http://127.0.0.1:8000/v1"
+    """Server root; requests go to <base_url>/chat/completions."""
+    model: str = ""
+    """Model name sent in each request (required for judge: http)."""
+    api_key_env: str | None = "NEGGRAD_JUDGE_API_KEY"
+    """NAME of the environment variable holding the API key (never the key itself); null for a server
+    without authentication. The key is never written to the run directory, logs or errors."""
+    max_concurrency: int = Field(8, ge=1)
+    """Requests in flight at once."""
+    timeout_s: float = Field(60.0, gt=0, allow_inf_nan=False)
+    """Seconds to wait for the server before a request counts as timed out."""
+    max_retries: int = Field(3, ge=0)
+    """Retries of a request after a timeout, a connection error, HTTP 429 or 5xx."""
+    backoff_s: float = Field(1.0, ge=0, allow_inf_nan=False)
+    """First wait before a retry; doubled each retry. A server's Retry-After header wins."""
+    max_backoff_s: float = Field(60.0, ge=0, allow_inf_nan=False)
+    """Longest wait before a retry, Retry-After included."""
+    breaker_failures: int = Field(20, ge=1)
+    """Failed requests in a row that open the circuit breaker (requests then fail at once)."""
+    breaker_cooldown_s: float = Field(60.0, ge=0, allow_inf_nan=False)
+    """Seconds the open breaker waits before requests are tried again."""
+    temperature: float = Field(0.0, ge=0, allow_inf_nan=False)
+    """Judge sampling temperature (0: greedy, so cached replies are what the server would say again)."""
+    max_tokens: int = Field(1024, ge=1)
+    """Longest judge reply in tokens."""
+
+
+class FeedbackConfig(_Section):
+    """Step-wise judge feedback on all-wrong groups: SGPO (Chen et al. 2025, arXiv:2505.11595), ALGORITHMS.md 5.
+
+    A judge finds the first wrong step k of each answer in a group with no correct answer; the answer
+    gets scale * sigmoid(beta * ((k - 1) / n - gamma)) instead of 0, so the group has a gradient.
+    """
+
+    enabled: bool = False
+    """Send all-wrong groups to the judge (allowed with grpo, dr_grpo, dapo, rloo, ngrpo)."""
+    judge: Literal["oracle", "local", "http"] = "oracle"
+    """oracle: exact step check of the arithmetic testbed (needs step_split: testbed); local: a Hugging
+    Face model in this process; http: an OpenAI-compatible server."""
+    step_split: str = "lines"
+    """How an answer is cut into steps: lines, regex:<pattern> (cut at each match), or testbed (one step
+    per equation plus the answer line). See neggrad.feedback.steps."""
+    beta: float = Field(10.0, gt=0, allow_inf_nan=False)
+    """Steepness of the logistic partial reward."""
+    gamma: float = Field(0.5, ge=0, le=1)
+    """Step fraction that earns half of scale."""
+    scale: float = Field(0.5, gt=0, le=1)
+    """Largest partial reward; below 1 so a wrong answer stays below a correct one."""
+    prompt_template: str | None = None
+    """Judge prompt for local and http, with {problem}, {reference} and {steps}; null: the built-in one
+    (neggrad.feedback.judge.DEFAULT_TEMPLATE)."""
+    cache_dir: str | None = None
+    """Where judge replies are cached; default $NEGGRAD_CACHE/judge or ~/.cache/neggrad/judge."""
+    noise: FeedbackNoiseConfig = Field(default_factory=FeedbackNoiseConfig)
+    local: FeedbackLocalConfig = Field(default_factory=FeedbackLocalConfig)
+    http: FeedbackHTTPConfig = Field(default_factory=FeedbackHTTPConfig)
+
+    @model_validator(mode="after")
+    def _check(self) -> FeedbackConfig:
+        from neggrad.feedback.steps import check_rule  # noqa: PLC0415 (feedback imports the testbed, which imports this)
+
+        check_rule(self.step_split)
+        if self.prompt_template is not None:
+            missing = [p for p in ("{problem}", "{reference}", "{steps}") if p not in self.prompt_template]
+            if missing:
+                raise ValueError(f"feedback.prompt_template lacks {', '.join(missing)}: the judge needs all three")
+        if self.enabled:
+            self.check_judge()
+        return self
+
+    def check_judge(self) -> None:
+        """Raise ValueError unless the chosen judge has what it needs (also checked by ``neggrad judge``)."""
+        if self.judge == "oracle" and self.step_split != "testbed":
+            raise ValueError(
+                f"feedback.judge 'oracle' checks the testbed's equations one by one and needs "
+                f"feedback.step_split: testbed (got {self.step_split!r})"
+            )
+        if self.judge == "local" and not self.local.name_or_path:
+            raise ValueError("feedback.judge 'local' needs feedback.local.name_or_path (a hub id or model folder)")
+        if self.judge == "http" and not (self.http.model and self.http.base_url):
+            raise ValueError("feedback.judge 'http' needs feedback.http.base_url and feedback.http.model")
+
+
 class NonFiniteConfig(_Section):
     """What to do when the loss or gradient is NaN or infinite."""
 
@@ -157,6 +396,32 @@ class Config(_Section):
     """Seed of model init, sampling and data order."""
     model: ModelConfig = Field(default_factory=ModelConfig)
     task: TaskConfig = Field(default_factory=TaskConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    reward: RewardConfig = Field(default_factory=RewardConfig)
+
+    @model_validator(mode="after")
+    def _data_and_reward(self) -> Config:
+        data = self.data
+        if data.source is None:
+            set_keys = [k for k in ("eval_source", "subset", "eval_subset") if getattr(data, k) is not None]
+            if set_keys or data.filters:
+                raise ValueError(f"data.{(set_keys or ['filters'])[0]} needs data.source (the training prompts)")
+        if "{problem}" not in data.prompt_template:
+            raise ValueError(f'data.prompt_template must contain "{{problem}}", got {data.prompt_template!r}')
+        if data.system_prompt is not None and not data.chat_template:
+            raise ValueError(
+                "data.system_prompt needs data.chat_template: true (plain prompts have no system turn); "
+                "or put the text into data.prompt_template"
+            )
+        if self.reward.kind == "auto":
+            self.reward.kind = "math" if data.source else "arithmetic"
+        elif self.reward.kind == "arithmetic" and data.source:
+            raise ValueError(
+                "reward.kind 'arithmetic' reads the testbed's 'A: <integer>' answers, not data.source's: "
+                "use reward.kind: math (or your own function)"
+            )
+        return self
+
     sft: SFTConfig = Field(default_factory=SFTConfig)
 
     # ---- rollout
@@ -209,6 +474,8 @@ class Config(_Section):
     """Set negative advantages to 0 (Pos-Only, arXiv:2505.18830 Sec. 3); only with the grpo estimator."""
     ngrpo: NGRPOConfig = Field(default_factory=NGRPOConfig)
     w_reinforce: WReinforceConfig = Field(default_factory=WReinforceConfig)
+    nthr: NTHRConfig = Field(default_factory=NTHRConfig)
+    lld: LLDConfig = Field(default_factory=LLDConfig)
 
     # ---- loss
     policy_loss: Literal["clipped", "logp"] = "clipped"
@@ -258,6 +525,21 @@ class Config(_Section):
     num_samples_logged: int = Field(4, ge=0)
     """Completions written to samples/ per step."""
     nonfinite: NonFiniteConfig = Field(default_factory=NonFiniteConfig)
+    feedback: FeedbackConfig = Field(default_factory=FeedbackConfig)
+
+    @model_validator(mode="after")
+    def _feedback_composition(self) -> Config:
+        # ALGORITHMS.md 5.4: the partial rewards act through group statistics over wrong answers
+        if self.feedback.enabled and (
+            self.advantage_estimator not in ("grpo", "rloo", "ngrpo") or self.clamp_negative_advantages
+        ):
+            raise ValueError(
+                f"feedback.enabled needs a method whose advantages use the group's rewards and keep wrong answers "
+                f"(grpo, dr_grpo, dapo, rloo, ngrpo); method {self.method!r} (advantage_estimator "
+                f"{self.advantage_estimator!r}, clamp_negative_advantages {self.clamp_negative_advantages}) "
+                "ignores group statistics or discards wrong answers: set feedback.enabled: false or change the method"
+            )
+        return self
 
     @property
     def generation_batch_size(self) -> int:
@@ -288,6 +570,16 @@ class Config(_Section):
             raise ValueError(
                 f"overlong_buffer_len ({self.overlong_buffer_len}) must be < max_completion_length "
                 f"({self.max_completion_length})"
+            )
+        if self.nthr.enabled and (
+            self.advantage_estimator not in NTHR_ESTIMATORS
+            or self.clamp_negative_advantages
+            or self.policy_loss != "clipped"
+        ):
+            raise ValueError(
+                f"nthr works on top of grpo, dr_grpo, dapo, rloo and ngrpo (ALGORITHMS.md 3.3), not on method "
+                f"{self.method!r} (advantage_estimator={self.advantage_estimator!r}, clamp_negative_advantages="
+                f"{self.clamp_negative_advantages}, policy_loss={self.policy_loss!r}): use one of those bases"
             )
         if self.model.name_or_path != "testbed" and self.sft.enabled:
             self.sft.enabled = False

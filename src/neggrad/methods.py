@@ -82,6 +82,13 @@ PRESETS: dict[str, Preset] = {
             epsilon_high=0.24,
         ),
         _preset(
+            "nthr",
+            "Deng et al. 2025, arXiv:2505.18830",
+            "grpo + NTHR: wrong-answer tokens that resemble correct ones keep less penalty",
+            loss_type="grpo",
+            nthr={"enabled": True},
+        ),
+        _preset(
             "pos_only",
             "Deng et al. 2025, arXiv:2505.18830 Sec. 3",
             "GRPO with negative advantages set to 0",
@@ -145,6 +152,12 @@ def apply_preset(tree: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"method: unknown method {name!r}; choose one of {', '.join(PRESETS)}")
     merged = dict(tree)
     for key, value in PRESETS[name].values.items():
+        if isinstance(value, dict):  # a section: fill only the sub-keys the file leaves unset
+            section = merged.get(key)
+            merged[key] = (
+                {**value, **section} if isinstance(section, dict) else (value if section is None else section)
+            )
+            continue
         if key in merged:
             continue
         if value == "L//5":  # DAPO: 4096 of 20480 tokens

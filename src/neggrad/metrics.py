@@ -48,13 +48,56 @@ METRICS: dict[str, str] = {
     "length/truncated_frac": "fraction of completions without EOS within max_completion_length",
     "eval/accuracy": "greedy pass@1 on the held-out set (steps with an evaluation only)",
     "eval/avg_at_k": "sampled avg@k on the held-out set (when eval_avg_k > 0)",
+    "feedback/groups": "all-wrong groups sent to the step-wise judge this step (all rounds; feedback.enabled)",
+    "feedback/judged": "answers of those groups the judge gave a verdict for",
+    "feedback/failed": "answers the judge could not judge (reward 0, -1 under pm1)",
+    "feedback/f_mean": "mean first-wrong-step fraction f = (k - 1) / n of the judged answers (0 if none)",
+    "feedback/f_hist": "histogram of f over 10 equal bins of [0, 1), a list of counts",
+    "feedback/latency_mean": "mean seconds of one judge request not answered from the cache (0 if none)",
+    "feedback/cache_hit_frac": "fraction of the answers sent to the judge whose reply came from the on-disk cache",
+    "time/judge": "seconds in the judge (all rounds); not part of time/score",
     "time/generate": "seconds generating completions (all rounds)",
     "time/score": "seconds scoring and computing advantages",
     "time/old_logp": "seconds in the no-grad old-policy and reference passes",
     "time/update": "seconds in forward/backward and optimizer steps",
     "time/eval": "seconds evaluating (steps with an evaluation only)",
     "time/step": "seconds for the whole step",
+    "time/nthr": "seconds scoring tokens for NTHR (part of time/update or time/old_logp)",
+    "time/lld": "seconds in the LLD after-update pass",
+    "nthr/groups": "mixed groups NTHR scored this step",
+    "nthr/selected_frac": "fraction of wrong-response tokens in mixed groups whose penalty NTHR scaled by eta",
+    "nthr/tau_mean": "mean NTHR threshold tau over scored groups",
+    "nthr/eta_mean": "mean NTHR factor eta over scored groups",
+    "lld/probe/delta_tok_mean": "probe set: mean per-token log-likelihood change of its correct answers since step 0",
+    "lld/probe/delta_seq_mean": "probe set: mean sequence log-likelihood change since step 0",
+    "lld/probe/below_frac": "probe set: fraction of its correct answers now less likely than at step 0",
+    "lld/probe/count": "probe set size",
 }
+
+
+def _lld_metrics() -> dict[str, str]:
+    """lld/* and lld/wrong/*: ALGORITHMS.md 2.2, overall and per group success-rate bin."""
+    bins = {
+        "": "",
+        "_p_q1": " (groups with p in (0, 1/4])",
+        "_p_q2": " (p in (1/4, 1/2])",
+        "_p_q3": " (p in (1/2, 3/4])",
+        "_p_q4": " (p in (3/4, 1))",
+        "_p_all": " (all-correct groups)",
+    }
+    out = {}
+    for prefix, who in (("lld/", "correct"), ("lld/wrong/", "wrong")):
+        out[f"{prefix}count"] = f"{who} completions measured by LLD this step"
+        for suffix, where in bins.items():
+            out[f"{prefix}delta_seq_mean{suffix}"] = (
+                f"mean change of sequence log-likelihood of trained {who} completions over the step's update{where}"
+            )
+            out[f"{prefix}delta_tok_mean{suffix}"] = f"the same per token{where}"
+            out[f"{prefix}displaced_frac{suffix}"] = f"fraction of {who} completions made less likely{where}"
+    return out
+
+
+METRICS.update(_lld_metrics())
 
 
 def _clean(value):

@@ -202,6 +202,8 @@ def summarize(runs: list[Run], *, target: float | None) -> list[dict]:
                 "learns_from_all_wrong": any(learns_from_all_wrong(r.config) for r in members),
                 "all_wrong_learned_frac": _mean(all_wrong),
                 "step_time_s": _mean(_mean(metric_curve(r, ("time/step",)).values()) for r in members),
+                "displaced_frac": _mean(_mean(metric_curve(r, ("lld/displaced_frac",)).values()) for r in members),
+                "delta_seq_mean": _mean(_mean(metric_curve(r, ("lld/delta_seq_mean",)).values()) for r in members),
             }
         )
     return rows
@@ -222,6 +224,8 @@ def table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
         "best acc",
         f"steps to {fmt(target)} (seeds)",
         "all-wrong groups learned from",
+        "displaced correct (LLD)",
+        "Δ log-lik correct",
         "s / step",
     ]
     cells = []
@@ -238,6 +242,8 @@ def table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
                 fmt(row["best_accuracy_mean"]),
                 f"{fmt(row['steps_to_target_mean'], '.0f')} ({row['reached_target']}/{len(row['seeds'])})",
                 fmt(row["all_wrong_learned_frac"], ".2f"),
+                fmt(row.get("displaced_frac"), ".3f"),
+                fmt(row.get("delta_seq_mean"), "+.3f"),
                 fmt(row["step_time_s"], ".2f"),
             ]
         )
@@ -281,6 +287,28 @@ FIGURES = {
         "entropy (nats)",
         "Mean token entropy of the policy on trained completions (policy/entropy).",
         ((lambda r: metric_curve(r, ("policy/entropy",)), "-", 1, True, None),),
+    ),
+    "lld.png": Figure(
+        "Lazy Likelihood Displacement",
+        "fraction of correct completions",
+        "Fraction of the correct completions trained on whose log-likelihood the step's update lowered "
+        "(lld/displaced_frac; arXiv:2505.18830 Def. 4.1 with eps = 0), 5-step moving mean over seeds, "
+        "band min to max.",
+        ((lambda r: metric_curve(r, ("lld/displaced_frac",)), "-", 5, True, None),),
+    ),
+    "lld_delta.png": Figure(
+        "likelihood change of correct completions per update",
+        "Δ log-likelihood (nats per sequence)",
+        "Mean change of the sequence log-likelihood of the correct completions over each step's update "
+        "(lld/delta_seq_mean), 5-step moving mean; higher is better, below 0 is displacement.",
+        ((lambda r: metric_curve(r, ("lld/delta_seq_mean",)), "-", 5, True, None),),
+    ),
+    "lld_probe.png": Figure(
+        "held-out correct answers since step 0",
+        "Δ log-likelihood per token",
+        "Probe set (ALGORITHMS.md 2.4): mean per-token log-likelihood change of fixed held-out correct answers "
+        "against step 0 (lld/probe/delta_tok_mean).",
+        ((lambda r: metric_curve(r, ("lld/probe/delta_tok_mean",)), "o-", 1, True, None),),
     ),
     "clip.png": Figure(
         "clipped tokens",
@@ -362,6 +390,10 @@ HOW_TO_READ = [
     "ngrpo, nsr or w_reinforce, or reinforce_rej with +-1 rewards, and no group_filter zero_std). GRPO-style "
     "centring gives an all-wrong group zero advantage and DAPO drops it, so they score 0: this column is the "
     "share of the batch that only the negative-sample methods use. s / step: mean wall time of a training step.",
+    "Displaced correct (LLD): over all steps, the mean fraction of the correct completions a step trained on "
+    "whose log-likelihood its update lowered (Lazy Likelihood Displacement, arXiv:2505.18830); Δ log-lik "
+    "correct: their mean change in nats per sequence. A method that learns well from wrong answers without "
+    "hurting right ones shows a low fraction and a positive Δ. '-' where a run did not log LLD.",
 ]
 
 

@@ -1,8 +1,10 @@
 """One step's training batch: generation rounds, verifier scores, the group policy, advantages.
 
-Order per round (ALGORITHMS.md 7.3): generate P groups, score correctness, shape rewards (reward
-scheme, overlong penalty), filter groups on binary correctness; with ``refill`` repeat with new prompts
-until P groups are kept or ``max_generation_rounds`` is reached. Surplus groups are discarded.
+Order per round (ALGORITHMS.md 7.3): generate P groups, score correctness, judge repair of all-wrong
+groups (``feedback.enabled``), shape rewards (reward scheme, overlong penalty), filter groups on binary
+correctness (a judge-repaired group passes ``zero_std`` iff its partial rewards vary); with ``refill``
+repeat with new prompts until P groups are kept or ``max_generation_rounds`` is reached. Surplus groups
+are discarded.
 """
 
 from __future__ import annotations
@@ -17,6 +19,9 @@ from neggrad.config import Config
 from neggrad.core.advantages import group_advantages, trained_rows
 from neggrad.core.groups import group_kinds
 from neggrad.core.shaping import REWARD_MAX, overlong_penalty, scheme_rewards
+from neggrad.feedback.build import judge_for
+from neggrad.feedback.judge import Judge
+from neggrad.feedback.repair import FeedbackStats, GroupRepair, judge_problem, judge_reference, repair_all_wrong
 from neggrad.rollout.hf import Rollout, concat
 
 
@@ -34,23 +39,51 @@ class TrainBatch:
     stats: dict  # metrics of the sampling stage (sampled-group fractions, rounds, timings)
 
 
-def _filter_groups(correct: Tensor, group_filter: str) -> Tensor:
-    """(P,) bool: groups kept by ``group_filter``, judged on binary correctness only."""
+def sequence_advantages(config: Config, rewards: Tensor, correct: Tensor) -> Tensor:
+    """(P, G) advantages of the config's estimator for (P, G) shaped rewards and binary correctness."""
+    virtual = config.ngrpo.virtual_reward
+    return group_advantages(
+        rewards,
+        method=config.advantage_estimator,
+        correct=correct,
+        scale_rewards=config.scale_rewards,
+        clamp_negative_advantages=config.clamp_negative_advantages,
+        num_virtual=config.ngrpo.num_virtual,
+        virtual_reward=REWARD_MAX[config.reward_scheme] if virtual is None else virtual,
+        positive_weight=config.w_reinforce.positive_weight,
+    )
+
+
+def _filter_groups(correct: Tensor, group_filter: str, repair: GroupRepair | None = None) -> Tensor:
+    """(P,) bool: groups kept by ``group_filter``, judged on binary correctness only.
+
+    The one exception (ALGORITHMS.md 7.3): under ``zero_std`` a judge-repaired group is kept iff its
+    partial rewards vary.
+    """
     kinds = group_kinds(correct)
     if group_filter == "zero_std":
-        return kinds["mixed"]
+        return (kinds["mixed"] | repair.varies) if repair is not None else kinds["mixed"]
     if group_filter == "all_correct":
         return ~kinds["all_correct"]
     return torch.ones(correct.shape[0], dtype=torch.bool)
 
 
-def collect_batch(config: Config, rollout_engine, task, cursor: int) -> tuple[TrainBatch | None, int]:
+def collect_batch(
+    config: Config, rollout_engine, task, cursor: int, judge: Judge | None = None
+) -> tuple[TrainBatch | None, int]:
     """Generate and score one step's batch starting at prompt index ``cursor``.
+
+    With ``feedback.enabled``, ``judge`` (default: the one ``feedback.judge`` names, built once per
+    process) reads the answers of all-wrong groups.
 
     Returns the batch (None when every group was filtered out) and the advanced cursor.
     """
     P, G = config.num_prompts, config.num_generations
-    kept_parts: list[tuple[Rollout, list, Tensor]] = []
+    feedback = config.feedback
+    if feedback.enabled and judge is None:
+        judge = judge_for(feedback)
+    judge_stats = FeedbackStats()
+    kept_parts: list[tuple[Rollout, list, Tensor, Tensor, Tensor]] = []
     kept = 0
     counts = {"all_correct": 0, "all_wrong": 0, "mixed": 0}
     sampled_correct, dropped, rounds = [], 0, 0
@@ -68,13 +101,29 @@ def collect_batch(config: Config, rollout_engine, task, cursor: int) -> tuple[Tr
         sampled_correct.append(correct)
         for name, mask in group_kinds(correct).items():
             counts[name] += int(mask.sum())
-        keep = _filter_groups(correct, config.group_filter)  # (P,)
+        repair = None
+        if feedback.enabled:  # judge repair of the all-wrong groups (ALGORITHMS.md 5.3)
+            repair = repair_all_wrong(
+                judge,
+                correct,
+                [judge_problem(e) for e in examples],
+                [judge_reference(e) for e in examples],
+                rollout.texts,
+                cfg=feedback,
+                reward_scheme=config.reward_scheme,
+                stats=judge_stats,
+            )
+        keep = _filter_groups(correct, config.group_filter, repair)  # (P,)
         dropped += int((~keep).sum())
         take = keep.nonzero().squeeze(1)[: P - kept]  # surplus groups are discarded
         kept += len(take)
         if len(take):
             rows = (take[:, None] * G + torch.arange(G)[None, :]).reshape(-1)  # (len(take) * G,)
-            kept_parts.append((rollout.select(rows), [examples[i] for i in take.tolist()], correct[take]))
+            judged = repair.rewards[take] if repair is not None else torch.zeros(len(take), G)  # (len(take), G)
+            repaired = repair.repaired[take] if repair is not None else torch.zeros(len(take), dtype=torch.bool)
+            kept_parts.append(
+                (rollout.select(rows), [examples[i] for i in take.tolist()], correct[take], judged, repaired)
+            )
         t_score += time.perf_counter() - t1
         t_gen += t1 - t0
     all_correct = torch.cat(sampled_correct)
@@ -88,6 +137,9 @@ def collect_batch(config: Config, rollout_engine, task, cursor: int) -> tuple[Tr
         "groups/batch_short": int(kept < P),
         "time/generate": t_gen,
     }
+    if feedback.enabled:
+        stats.update(judge_stats.metrics())
+        t_score -= judge_stats.seconds  # time/score excludes the judge, reported as time/judge
     if not kept_parts:
         stats["time/score"] = t_score
         return None, cursor
@@ -96,6 +148,12 @@ def collect_batch(config: Config, rollout_engine, task, cursor: int) -> tuple[Tr
     examples = [e for p in kept_parts for e in p[1]]
     correct = torch.cat([p[2] for p in kept_parts])  # (P', G)
     rewards = scheme_rewards(correct, reward_scheme=config.reward_scheme)  # (P', G)
+    if feedback.enabled:  # partial rewards replace the repaired groups' rewards, before overlong shaping
+        repaired = torch.cat([p[4] for p in kept_parts])  # (P',)
+        rewards = torch.where(repaired[:, None], torch.cat([p[3] for p in kept_parts]), rewards)  # (P', G)
+    if config.reward.format_weight > 0:  # a shaping bonus for a readable final answer; correctness is unchanged
+        formatted = torch.tensor(task.format_scores(rollout.texts), dtype=torch.float32).view_as(rewards)  # (P', G)
+        rewards = rewards + config.reward.format_weight * formatted
     if config.overlong_buffer_len:
         rewards = rewards + overlong_penalty(
             rollout.lengths.view_as(rewards),
@@ -103,17 +161,7 @@ def collect_batch(config: Config, rollout_engine, task, cursor: int) -> tuple[Tr
             buffer_len=config.overlong_buffer_len,
             factor=config.overlong_penalty_factor,
         )
-    virtual = config.ngrpo.virtual_reward
-    seq_adv = group_advantages(
-        rewards,
-        method=config.advantage_estimator,
-        correct=correct,
-        scale_rewards=config.scale_rewards,
-        clamp_negative_advantages=config.clamp_negative_advantages,
-        num_virtual=config.ngrpo.num_virtual,
-        virtual_reward=REWARD_MAX[config.reward_scheme] if virtual is None else virtual,
-        positive_weight=config.w_reinforce.positive_weight,
-    )  # (P', G)
+    seq_adv = sequence_advantages(config, rewards, correct)  # (P', G)
     rows = trained_rows(correct, method=config.advantage_estimator)  # (P', G)
     stats["time/score"] = t_score + time.perf_counter() - t0
     batch = TrainBatch(

@@ -1,23 +1,52 @@
 """Prompt sources with their verifier, behind one small interface the trainer uses.
 
 A task gives ``train_example(index)`` (a deterministic stream, so the data cursor is one integer),
-``eval_examples()`` (the held-out set) and ``score(completions, answers)`` (binary correctness).
+``eval_examples()`` (the held-out set), ``score(completions, answers)`` (binary correctness, one per completion),
+``format_scores(completions)`` (1.0 where a final answer can be extracted, for ``reward.format_weight``) and
+``close()`` (stops verifier worker processes). Examples carry ``.prompt`` (model input) and ``.answer`` (gold).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import random
+from dataclasses import dataclass, field
 
-from neggrad.config import TaskConfig
+from neggrad.config import Config, RewardConfig, TaskConfig
+from neggrad.data.sources import MathExample
 from neggrad.rewards import arithmetic
+from neggrad.rewards.math import format_score
 from neggrad.testbed import task as arithmetic_task
+
+
+class _ArithmeticVerifier:
+    """The testbed's exact integer match, with the verifier interface (score, close)."""
+
+    def score(self, completions: list[str], answers: list[str]) -> list[bool]:
+        return arithmetic.score(completions, answers)
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+def build_verifier(reward: RewardConfig):
+    """The verifier ``reward.kind`` names: arithmetic, math (math-verify in worker processes) or an import path."""
+    if reward.kind in ("arithmetic", "auto"):
+        return _ArithmeticVerifier()
+    if reward.kind == "math":
+        from neggrad.rewards.math import MathVerifier
+
+        return MathVerifier(timeout=reward.timeout, workers=reward.workers)
+    from neggrad.rewards.custom import CustomReward
+
+    return CustomReward(reward.kind)
 
 
 @dataclass
 class ArithmeticTask:
-    """The built-in multi-step arithmetic testbed, scored by exact answer match."""
+    """The built-in multi-step arithmetic testbed, scored by exact answer match (or the configured verifier)."""
 
     config: TaskConfig
+    verifier: object = field(default_factory=_ArithmeticVerifier)
 
     def train_example(self, index: int) -> arithmetic_task.Problem:
         return arithmetic_task.train_problem(self.config, index)
@@ -26,9 +55,66 @@ class ArithmeticTask:
         return arithmetic_task.eval_problems(self.config)
 
     def score(self, completions: list[str], answers: list[str]) -> list[bool]:
-        return arithmetic.score(completions, answers)
+        return self.verifier.score(completions, answers)
+
+    def format_scores(self, completions: list[str]) -> list[float]:
+        return [float(arithmetic.extract_answer(c) is not None) for c in completions]
+
+    def close(self) -> None:
+        self.verifier.close()
 
 
-def build_task(config: TaskConfig) -> ArithmeticTask:
-    """The prompt source named by ``task.name``."""
-    return ArithmeticTask(config)
+class MathTask:
+    """Math problems from ``data.source`` (files or hub), verified by ``reward.kind`` (math-verify by default).
+
+    The training stream visits every training example once per pass, in an order reshuffled each pass from
+    ``(data.seed, pass)``, so ``train_example(i)`` depends only on the config and ``i`` (exact resume).
+    """
+
+    def __init__(self, train: list[MathExample], eval_set: list[MathExample], verifier, *, seed: int = 0):
+        if not train:
+            raise ValueError("the training prompt set is empty")
+        self.train, self.eval_set, self.verifier, self.seed = train, eval_set, verifier, seed
+        self._order: tuple[int, list[int]] = (-1, [])
+
+    @classmethod
+    def from_config(cls, config: Config, *, tokenizer=None) -> MathTask:
+        """Load ``config.data``'s prompt sets (chat template from ``tokenizer``) and ``config.reward``'s verifier."""
+        from neggrad.data.sets import load_prompt_sets
+
+        train, eval_set = load_prompt_sets(config.data, tokenizer=tokenizer)
+        return cls(train, eval_set, build_verifier(config.reward), seed=config.data.seed)
+
+    def train_example(self, index: int) -> MathExample:
+        n = len(self.train)
+        epoch, position = divmod(index, n)
+        if self._order[0] != epoch:
+            order = list(range(n))
+            random.Random(f"neggrad-data-order|{self.seed}|{epoch}").shuffle(order)
+            self._order = (epoch, order)
+        return self.train[self._order[1][position]]
+
+    def eval_examples(self) -> list[MathExample]:
+        return self.eval_set
+
+    def score(self, completions: list[str], answers: list[str]) -> list[bool]:
+        return self.verifier.score(completions, answers)
+
+    def format_scores(self, completions: list[str]) -> list[float]:
+        return [format_score(c) for c in completions]
+
+    def close(self) -> None:
+        self.verifier.close()
+
+
+def build_task(config: Config | TaskConfig, *, tokenizer=None) -> ArithmeticTask | MathTask:
+    """The prompt source of a run: :class:`MathTask` when ``data.source`` is set, else the arithmetic testbed.
+
+    Pass the whole :class:`Config` (and the policy's tokenizer, for ``data.chat_template``); a bare
+    :class:`TaskConfig` still gives the testbed with its exact-match verifier.
+    """
+    if isinstance(config, TaskConfig):
+        return ArithmeticTask(config)
+    if config.data.source is not None:
+        return MathTask.from_config(config, tokenizer=tokenizer)
+    return ArithmeticTask(config.task, build_verifier(config.reward))

@@ -27,13 +27,14 @@ import torch
 
 from neggrad.checkpoint import list_checkpoints, load_trainer_state, save_checkpoint, set_rng_state
 from neggrad.config import Config, dump_config
+from neggrad.diagnostics.probe import ProbeSet
 from neggrad.evaluate import evaluate
 from neggrad.metrics import MetricsWriter
 from neggrad.models import load_policy
 from neggrad.rollout.hf import HFRollout
 from neggrad.sampling import TrainBatch, collect_batch
 from neggrad.tasks import build_task
-from neggrad.update import policy_update
+from neggrad.update import UpdateResult, policy_update
 
 logger = logging.getLogger(__name__)
 
@@ -118,15 +119,9 @@ class Trainer:
         self.ref_model = None
         if cfg.beta > 0:
             self.ref_model = copy.deepcopy(self.model).eval().requires_grad_(False)
-        self.task = build_task(cfg.task)
+        self.task = build_task(cfg, tokenizer=self.tokenizer)
         self.eval_set = self.task.eval_examples()
-        self.engine = HFRollout(
-            self.model,
-            self.tokenizer,
-            max_completion_length=cfg.max_completion_length,
-            temperature=cfg.temperature,
-            top_p=cfg.top_p,
-        )
+        self.engine = HFRollout.from_config(self.model, self.tokenizer, cfg)
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(),
             lr=cfg.learning_rate,
@@ -162,6 +157,12 @@ class Trainer:
         if state["accuracy_before"] is None:
             state["accuracy_before"] = self._evaluate()["eval/accuracy"]
             self.callback("eval", {"step": 0, "eval/accuracy": state["accuracy_before"]})
+        self.probe = None
+        if cfg.lld.enabled and cfg.lld.probe_size:
+            self.probe = ProbeSet.load(self.run_dir)
+            if self.probe is None:
+                self.probe = ProbeSet.build(cfg, self.engine, self.task, self.eval_set)
+                self.probe.save(self.run_dir)
         status = "completed"
         with _StopFlag() as stop:
             while state["step"] < cfg.max_steps:
@@ -206,12 +207,15 @@ class Trainer:
             record.update({"update/skipped": 0, "batch/completions": 0})
         else:
             record.update(self._batch_metrics(batch))
-            record.update(
-                policy_update(cfg, self.model, self.optimizer, self.scheduler, batch, ref_model=self.ref_model)
-            )
-            self._write_samples(batch)
+            update = policy_update(cfg, self.model, self.optimizer, self.scheduler, batch, ref_model=self.ref_model)
+            record.update(update.metrics)
+            self._write_samples(batch, update)
         if cfg.eval_steps and state["step"] % cfg.eval_steps == 0 and state["step"] < cfg.max_steps:
             record.update(self._evaluate())
+        if self.probe is not None and (state["step"] % cfg.lld.probe_every == 0 or state["step"] == cfg.max_steps):
+            t1 = time.perf_counter()
+            record.update(self.probe.metrics(self.model, cfg))
+            record["time/lld"] = record.get("time/lld", 0.0) + time.perf_counter() - t1
         record["time/step"] = time.perf_counter() - t0
         self.metrics.write(record)
         return record
@@ -252,25 +256,38 @@ class Trainer:
             "length/truncated_frac": mean(batch.rollout.truncated.float()),
         }
 
-    def _write_samples(self, batch: TrainBatch) -> None:
+    def _write_samples(self, batch: TrainBatch, update: UpdateResult) -> None:
+        """``samples/step-N.jsonl``: some completions with rewards; with NTHR, whole mixed groups with
+        each token's score and whether its penalty was scaled (what ``neggrad inspect`` shows)."""
         n = min(self.config.num_samples_logged, len(batch.rollout.texts))
         if n == 0:
             return
         G = self.config.num_generations
-        lines = [
-            json.dumps(
-                {
-                    "prompt": batch.prompts[i // G],
-                    "answer": batch.answers[i // G],
-                    "completion": batch.rollout.texts[i],
-                    "correct": bool(batch.correct[i]),
-                    "reward": float(batch.rewards[i]),
-                    "advantage": float(batch.seq_adv[i]),
-                }
-            )
-            for i in range(n)
-        ]
-        (self.run_dir / "samples" / f"step-{self.state['step']}.jsonl").write_text("\n".join(lines) + "\n")
+        rows = list(range(n))
+        if update.token_scores is not None:
+            mixed = [g for g in range(len(batch.prompts)) if 0 < int(batch.correct[g * G : (g + 1) * G].sum()) < G]
+            rows = [g * G + j for g in mixed[: max(1, math.ceil(n / G))] for j in range(G)]
+        lines = []
+        for i in rows:
+            line = {
+                "group": i // G,
+                "prompt": batch.prompts[i // G],
+                "answer": batch.answers[i // G],
+                "completion": batch.rollout.texts[i],
+                "correct": bool(batch.correct[i]),
+                "reward": float(batch.rewards[i]),
+                "advantage": float(batch.seq_adv[i]),
+            }
+            if update.token_scores is not None:
+                length = int(batch.rollout.completion_mask[i].sum())
+                ids = batch.rollout.completion_ids[i, :length].tolist()
+                line["tokens"] = [self.tokenizer.decode([t]) for t in ids]
+                line["scores"] = [round(float(x), 6) for x in update.token_scores[i, :length]]
+                line["selected"] = [bool(x) for x in update.token_selected[i, :length]]
+                line["tau"], line["eta"] = float(update.row_tau[i]), float(update.row_eta[i])
+            lines.append(json.dumps(line))
+        if lines:
+            (self.run_dir / "samples" / f"step-{self.state['step']}.jsonl").write_text("\n".join(lines) + "\n")
 
     def save(self) -> Path:
         return save_checkpoint(
@@ -302,4 +319,7 @@ def train(config: Config, run_dir: str | Path, *, resume: bool = False, callback
     """Train (or resume) a run in ``run_dir``; return ``summary.json``'s content."""
     trainer = Trainer(config, run_dir, callback=callback)
     trainer.setup(resume=resume)
-    return trainer.train()
+    try:
+        return trainer.train()
+    finally:
+        trainer.task.close()  # stops verifier worker processes, if any

@@ -23,7 +23,9 @@ from neggrad.core.losses import (
     step_denominators,
     token_entropy,
 )
-from neggrad.policy import completion_logits
+from neggrad.core.nthr import nthr_group, scale_token_advantages
+from neggrad.diagnostics.lld import lld_metrics
+from neggrad.policy import completion_forward
 from neggrad.rollout.hf import Rollout
 from neggrad.sampling import TrainBatch
 
@@ -41,14 +43,106 @@ class _Sums:
     clip_dual: float = 0.0
 
 
+@dataclass
+class UpdateResult:
+    """What ``policy_update`` returns: the step's metrics and, with NTHR on, its token decisions."""
+
+    metrics: dict
+    token_scores: Tensor | None = None  # (B, T) NTHR scores of the trained rows (0 outside mixed groups)
+    token_selected: Tensor | None = None  # (B, T) bool: tokens whose advantage NTHR scaled
+    row_tau: Tensor | None = None  # (B,) NTHR threshold of each row's group (nan outside scored groups)
+    row_eta: Tensor | None = None  # (B,) NTHR factor of each row's group (nan outside scored groups)
+
+
+class _NTHR:
+    """Applies NTHR group by group while a micro-batch's logits and hidden states are in memory."""
+
+    def __init__(self, config: Config, token_adv: Tensor, mask: Tensor, correct: Tensor):
+        self.cfg, self.token_adv, self.mask, self.correct = config, token_adv, mask, correct
+        self.scores = torch.zeros_like(mask)  # (B, T)
+        self.selected = torch.zeros(mask.shape, dtype=torch.bool)  # (B, T)
+        self.row_tau = torch.full(mask.shape[:1], float("nan"))  # (B,)
+        self.row_eta = torch.full(mask.shape[:1], float("nan"))  # (B,)
+        self.groups, self.wrong_tokens, self.taus, self.etas = 0, 0.0, [], []
+        self.seconds = 0.0
+        self.rng = torch.Generator().manual_seed(config.seed)  # the random-token control only
+
+    @torch.no_grad()
+    def apply(self, idx: Tensor, logits: Tensor, hidden: Tensor, ids: Tensor) -> None:
+        """Score the whole groups in rows ``idx`` (contiguous, group-aligned) and scale ``token_adv``."""
+        t0 = time.perf_counter()
+        G, opt = self.cfg.num_generations, self.cfg.nthr
+        for g0 in range(0, len(idx), G):
+            rows = idx[g0 : g0 + G]
+            local = slice(g0, g0 + G)
+            result = nthr_group(
+                logits[local].detach(),
+                hidden[local].detach(),
+                ids[local],
+                self.mask[rows],
+                self.correct[rows],
+                beta=opt.beta,
+                eta=opt.eta,
+                vocab=opt.vocab,
+                anchor_include_self=opt.anchor_include_self,
+                temperature=self.cfg.temperature,
+                chunk_tokens=opt.chunk_tokens,
+                chunk_vocab=opt.chunk_vocab,
+            )
+            if result is None:
+                continue
+            selected = result.selected.cpu()
+            if opt.control == "random":
+                selected = self._random_like(selected, self.mask[rows].bool())
+            self.token_adv[rows] = scale_token_advantages(self.token_adv[rows], selected, result.eta)
+            self.scores[rows] = result.scores.cpu()
+            self.selected[rows] = selected
+            self.row_tau[rows], self.row_eta[rows] = result.tau, result.eta
+            self.groups += 1
+            self.wrong_tokens += float((self.mask[rows] * (~self.correct[rows]).float()[:, None]).sum())
+            if math.isfinite(result.tau):
+                self.taus.append(result.tau)
+            self.etas.append(result.eta)
+        self.seconds += time.perf_counter() - t0
+
+    def _random_like(self, selected: Tensor, mask: Tensor) -> Tensor:
+        """Per row, as many random masked tokens as ``selected`` has there (the random-token control)."""
+        out = torch.zeros_like(selected)
+        for r in range(selected.shape[0]):
+            k = int(selected[r].sum())
+            if k:
+                real = mask[r].nonzero().squeeze(1)
+                out[r, real[torch.randperm(len(real), generator=self.rng)[:k]]] = True
+        return out
+
+    def metrics(self) -> dict:
+        return {
+            "nthr/groups": self.groups,
+            "nthr/selected_frac": float(self.selected.sum()) / self.wrong_tokens if self.wrong_tokens else 0.0,
+            "nthr/tau_mean": sum(self.taus) / len(self.taus) if self.taus else 0.0,
+            "nthr/eta_mean": sum(self.etas) / len(self.etas) if self.etas else 0.0,
+            "time/nthr": self.seconds,
+        }
+
+
 @torch.no_grad()
-def _pass_logp(model, rollout: Rollout, rows: list[Tensor], temperature: float) -> Tensor:
-    """No-grad per-token log-probs of every row, computed micro-batch by micro-batch: (B, T)."""
+def _pass_logp(model, rollout: Rollout, rows: list[Tensor], temperature: float, nthr: _NTHR | None = None) -> Tensor:
+    """No-grad per-token log-probs of every row, micro-batch by micro-batch: (B, T). With ``nthr``, the
+    rows must be group-aligned and NTHR is applied from the same forward (no extra pass)."""
     out = torch.zeros(rollout.completion_ids.shape, dtype=torch.float32)
     for idx in rows:
         mb = rollout.select(idx)
-        out[idx] = token_logprobs(completion_logits(model, mb), mb.completion_ids, temperature=temperature).cpu()
+        logits, hidden = completion_forward(model, mb, return_hidden=nthr is not None)
+        out[idx] = token_logprobs(logits, mb.completion_ids, temperature=temperature).cpu()
+        if nthr is not None:
+            nthr.apply(idx, logits, hidden, mb.completion_ids.to(logits.device))
     return out
+
+
+def _group_chunks(n: int, size: int, group: int) -> list[Tensor]:
+    """Contiguous micro-batches of whole groups: ``size`` rounded down to a multiple of ``group`` (>= 1 group)."""
+    per = max(group, size - size % group)
+    return list(torch.arange(n).split(per))
 
 
 def _optimizer_chunks(n: int, config: Config) -> list[list[Tensor]]:
@@ -62,30 +156,71 @@ def _optimizer_chunks(n: int, config: Config) -> list[list[Tensor]]:
     return steps
 
 
-def policy_update(config: Config, model, optimizer, scheduler, batch: TrainBatch, *, ref_model=None) -> dict:
-    """Run ``num_iterations`` passes of optimizer steps over ``batch``; return the step's metrics."""
+def _lld(config: Config, model, rollout: Rollout, before: Tensor, mask: Tensor, correct: Tensor, p: Tensor) -> dict:
+    """ALGORITHMS.md 2.2: a no-grad pass after the last optimizer step over the correct (and, with
+    ``lld.wrong``, the wrong) completions; their change of log-likelihood against ``before``."""
+    t0 = time.perf_counter()
+    out: dict = {}
+    was_training = model.training
+    model.eval()
+    for prefix, rows in (("lld/", correct), ("lld/wrong/", ~correct)):
+        if prefix == "lld/wrong/" and not config.lld.wrong:
+            continue
+        idx = rows.nonzero().squeeze(1)
+        chunks = list(idx.split(config.per_device_train_batch_size))
+        after = _pass_logp(model, rollout, chunks, config.temperature)[idx] if len(idx) else before[idx]
+        out.update(lld_metrics(before[idx], after, mask[idx], p[idx], prefix=prefix))
+    model.train(was_training)
+    out["time/lld"] = time.perf_counter() - t0
+    return out
+
+
+def policy_update(config: Config, model, optimizer, scheduler, batch: TrainBatch, *, ref_model=None) -> UpdateResult:
+    """Run ``num_iterations`` passes of optimizer steps over ``batch``; return the step's metrics.
+
+    With one optimizer step per batch (``num_iterations = steps_per_generation = 1``) the training
+    forward itself is the old policy: its detached log-probs are pi_old, NTHR runs on its logits and
+    hidden states group by group before the loss, and LLD's "before" comes from it too, so neither
+    costs an extra forward pass. Otherwise a no-grad old-policy pass computes all three (ALGORITHMS.md 1.6).
+    """
     rollout = batch.rollout.select(batch.rows)
     device = next(model.parameters()).device
+    G = config.num_generations
     mask = rollout.completion_mask.float()  # (B, T)
     if config.mask_truncated_completions:
         mask = mask * (~rollout.truncated).float()[:, None]
     seq_adv = batch.seq_adv[batch.rows]  # (B,)
-    token_adv = seq_adv[:, None].expand_as(mask).contiguous()  # (B, T); token re-weighting plugs in here
+    correct = batch.correct[batch.rows]  # (B,)
+    success = batch.correct.view(-1, G).float().mean(dim=1).repeat_interleave(G)[batch.rows]  # (B,) group p
+    token_adv = seq_adv[:, None].expand_as(mask).contiguous()  # (B, T)
     n = mask.shape[0]
-    all_rows = list(torch.arange(n).split(config.per_device_train_batch_size))
+    nthr = None
+    if config.nthr.enabled:
+        if not bool(batch.rows.all()):
+            raise ValueError("NTHR needs whole groups: this method drops rows from its groups")
+        nthr = _NTHR(config, token_adv, mask, correct)
+    need_old = config.num_iterations > 1 or config.steps_per_generation > 1
 
     t0 = time.perf_counter()
-    need_old = config.num_iterations > 1 or config.steps_per_generation > 1
-    old_logp = _pass_logp(model, rollout, all_rows, config.temperature) if need_old else None
+    old_logp = None
+    if need_old:
+        chunks = _group_chunks(n, config.per_device_train_batch_size, G) if nthr else None
+        chunks = chunks or list(torch.arange(n).split(config.per_device_train_batch_size))
+        old_logp = _pass_logp(model, rollout, chunks, config.temperature, nthr)
+    all_rows = list(torch.arange(n).split(config.per_device_train_batch_size))
     ref_logp = _pass_logp(ref_model, rollout, all_rows, config.temperature) if config.beta > 0 else None
     t_old = time.perf_counter() - t0
+    before = old_logp if need_old else torch.zeros_like(mask)  # (B, T): filled by the training forward
 
     model.train()
     sums = _Sums()
     losses = {"total": 0.0, "policy": 0.0, "kl": 0.0, "entropy": 0.0}
     grad_norms, skipped, opt_steps = [], 0, 0
     for _ in range(config.num_iterations):
-        for step_rows in _optimizer_chunks(n, config):
+        plan = _optimizer_chunks(n, config)
+        if nthr is not None and not need_old:  # NTHR inside the training forward: whole groups per micro-batch
+            plan = [_group_chunks(n, config.per_device_train_batch_size, G)]
+        for step_rows in plan:
             num_seqs, num_tokens = step_denominators(mask[torch.cat(step_rows)])
             agg = {
                 "loss_type": config.loss_type,
@@ -96,10 +231,17 @@ def policy_update(config: Config, model, optimizer, scheduler, batch: TrainBatch
             step_loss = 0.0
             for idx in step_rows:
                 mb = rollout.select(idx)
-                mb_mask, mb_adv = mask[idx].to(device), token_adv[idx].to(device)
-                logits = completion_logits(model, mb)  # (b, T, V)
+                inline_nthr = nthr is not None and not need_old
+                logits, hidden = completion_forward(model, mb, return_hidden=inline_nthr)  # (b, T, V), (b, T, H)
                 logp = token_logprobs(logits, mb.completion_ids, temperature=config.temperature)  # (b, T)
-                old = old_logp[idx].to(device) if need_old else logp.detach()
+                if inline_nthr:
+                    nthr.apply(idx, logits, hidden, mb.completion_ids.to(logits.device))
+                mb_mask, mb_adv = mask[idx].to(device), token_adv[idx].to(device)
+                if need_old:
+                    old = old_logp[idx].to(device)
+                else:
+                    old = logp.detach()
+                    before[idx] = old.float().cpu()
                 if config.policy_loss == "logp":
                     policy = logp_policy_loss(logp, mb_adv)
                     clip = {}
@@ -146,9 +288,10 @@ def policy_update(config: Config, model, optimizer, scheduler, batch: TrainBatch
             else:
                 skipped += 1
             optimizer.zero_grad(set_to_none=True)
+    t_update = time.perf_counter() - t0 - t_old
     tok = max(sums.tokens, 1.0)
     finite_norms = [g for g in grad_norms if math.isfinite(g)]
-    return {
+    metrics = {
         "batch/completions": n,
         "loss/total": losses["total"] / opt_steps,
         "loss/policy": losses["policy"] / opt_steps,
@@ -164,5 +307,14 @@ def policy_update(config: Config, model, optimizer, scheduler, batch: TrainBatch
         "grad/norm": sum(finite_norms) / len(finite_norms) if finite_norms else float("nan"),
         "lr": scheduler.get_last_lr()[0],
         "time/old_logp": t_old,
-        "time/update": time.perf_counter() - t0 - t_old,
+        "time/update": t_update,
     }
+    if nthr is not None:
+        metrics.update(nthr.metrics())
+    if config.lld.enabled:
+        metrics.update(_lld(config, model, rollout, before, mask, correct, success))
+    if nthr is None:
+        return UpdateResult(metrics)
+    return UpdateResult(
+        metrics, token_scores=nthr.scores, token_selected=nthr.selected, row_tau=nthr.row_tau, row_eta=nthr.row_eta
+    )

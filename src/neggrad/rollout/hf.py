@@ -92,6 +92,17 @@ class HFRollout:
         self.temperature = temperature
         self.top_p = top_p
 
+    @classmethod
+    def from_config(cls, model, tokenizer, config) -> HFRollout:
+        """The engine a run's config asks for (``max_completion_length``, ``temperature``, ``top_p``)."""
+        return cls(
+            model,
+            tokenizer,
+            max_completion_length=config.max_completion_length,
+            temperature=config.temperature,
+            top_p=config.top_p,
+        )
+
     @torch.no_grad()
     def generate(self, prompts: list[str], *, num_generations: int = 1, greedy: bool = False) -> Rollout:
         """``num_generations`` completions of each prompt, groups contiguous: B = len(prompts) * G."""

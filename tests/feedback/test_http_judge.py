@@ -1,0 +1,139 @@
+"""The http judge against a real loopback server: answers, faults, cache, breaker, and no key leaks."""
+
+import logging
+import socket
+import time
+
+import pytest
+
+from neggrad.config import ConfigError, build_config, dump_config
+from neggrad.feedback.build import build_judge
+from neggrad.feedback.cache import JudgeCache
+from neggrad.feedback.http import HTTPJudge
+from neggrad.feedback.judge import JudgeRequest
+
+SECRET = "sk-test-0123456789-do-not-leak"
+
+
+def _req(case: str, steps=("a = 1", "b = 2", "c = 3")) -> JudgeRequest:
+    return JudgeRequest(f"case:{case} Q: 1+2+3=", "1+2=3, 3+3=6. A: 6", tuple(steps))
+
+
+def _judge(url, tmp_path, **kwargs) -> HTTPJudge:
+    settings = {"timeout_s": 0.5, "max_retries": 2, "backoff_s": 0.01, "max_backoff_s": 2.0, "max_concurrency": 4}
+    return HTTPJudge(
+        base_url=url,
+        model="stub",
+        api_key=SECRET,
+        cache=JudgeCache(tmp_path / "cache", "http|stub"),
+        **{**settings, **kwargs},
+    )
+
+
+def test_answers_are_parsed_and_concurrency_is_limited(stub, tmp_path):
+    judge = _judge(stub.url, tmp_path, max_concurrency=2)
+    verdicts = judge.judge([_req("ok1"), _req("ok2"), _req("ok3"), _req("none"), _req("ok2", steps=())])
+    assert [(v.kind, v.step) for v in verdicts] == [
+        ("first_wrong", 1), ("first_wrong", 2), ("first_wrong", 3), ("none_wrong", None), ("failure", None)
+    ]  # fmt: skip
+    assert verdicts[-1].reason == "the response has no steps"  # never sent
+    assert sum(stub.calls.values()) == 4 and stub.max_in_flight <= 2
+    assert set(stub.auth) == {f"Bearer {SECRET}"}
+    assert all(v.latency_s > 0 and not v.cached for v in verdicts[:4])
+
+
+def test_429_with_retry_after_is_honoured(stub, tmp_path):
+    t0 = time.perf_counter()
+    verdict = _judge(stub.url, tmp_path).judge([_req("429once")])[0]
+    assert (verdict.kind, verdict.step) == ("first_wrong", 1)
+    assert stub.calls["429once"] == 2
+    assert time.perf_counter() - t0 >= 1.0  # Retry-After: 1, not the 0.01 s backoff
+
+
+def test_500_is_retried_then_given_up(stub, tmp_path):
+    judge = _judge(stub.url, tmp_path)
+    once, always = judge.judge([_req("500once"), _req("500always")])
+    assert (once.kind, once.step) == ("first_wrong", 2)
+    assert always.failed and always.reason == "HTTP 500 after 3 attempts"
+    assert stub.calls["500always"] == 3  # 1 + max_retries
+
+
+def test_slow_answer_past_the_timeout(stub, tmp_path):
+    verdict = _judge(stub.url, tmp_path, timeout_s=0.2, max_retries=1).judge([_req("slow")])[0]
+    assert verdict.failed and verdict.reason == "timeout after 2 attempts"
+
+
+def test_malformed_json_and_client_errors_are_not_retried(stub, tmp_path):
+    bad, unauthorised = _judge(stub.url, tmp_path).judge([_req("badjson"), _req("401")])
+    assert bad.failed and bad.reason.startswith("malformed response")
+    assert unauthorised.failed and unauthorised.reason == "HTTP 401"
+    assert stub.calls["badjson"] == stub.calls["401"] == 1
+
+
+def test_connection_refused(tmp_path):
+    with socket.socket() as sock:  # a port that was free a moment ago: nothing listens there
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    verdict = _judge(f"http://127.0.0.1:{port}/v1", tmp_path, max_retries=1).judge([_req("ok1")])[0]
+    assert verdict.failed and verdict.reason == "connection error (ConnectionRefusedError) after 2 attempts"
+
+
+def test_garbage_is_a_failure_but_cached_and_nothing_is_lost_from_the_cache(stub, tmp_path):
+    requests = [_req("ok1"), _req("garbage"), _req("500always"), _req("ok3")]
+    first = _judge(stub.url, tmp_path, max_retries=0).judge(requests)
+    assert [v.kind for v in first] == ["first_wrong", "failure", "failure", "first_wrong"]
+    assert "does not end with" in first[1].reason
+    calls = dict(stub.calls)
+    # a resumed run (new judge, same cache): answered replies cost nothing, the failed request is tried again
+    again = _judge(stub.url, tmp_path, max_retries=0).judge(requests)
+    assert [v.cached for v in again] == [True, True, False, True]
+    assert [(v.kind, v.step) for v in again] == [(v.kind, v.step) for v in first]
+    assert stub.calls["500always"] == calls["500always"] + 1
+    assert all(stub.calls[c] == calls[c] for c in ("ok1", "garbage", "ok3"))
+
+
+def test_circuit_breaker_opens_after_consecutive_failures(stub, tmp_path):
+    judge = _judge(stub.url, tmp_path, max_retries=0, max_concurrency=1, breaker_failures=2, breaker_cooldown_s=0.3)
+    verdicts = judge.judge([_req("500always"), _req("500always"), _req("ok1")])
+    assert verdicts[2].failed and "circuit breaker open" in verdicts[2].reason
+    assert stub.calls["ok1"] == 0  # the open breaker never touched the server
+    time.sleep(0.35)
+    assert judge.judge([_req("ok1")])[0].step == 1  # after the cooldown requests go through again
+    assert judge._consecutive_failures == 0
+
+
+def test_api_key_never_leaks(stub, tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("NEGGRAD_TEST_JUDGE_KEY", SECRET)
+    cfg = build_config(
+        {},
+        [
+            "feedback.enabled=true",
+            "feedback.judge=http",
+            f"feedback.http.base_url={stub.url}",
+            "feedback.http.model=stub",
+            "feedback.http.api_key_env=NEGGRAD_TEST_JUDGE_KEY",
+            "feedback.http.timeout_s=0.2",
+            "feedback.http.max_retries=0",
+            "feedback.http.breaker_failures=2",
+            f"feedback.cache_dir={tmp_path / 'cache'}",
+        ],
+    )
+    judge = build_judge(cfg.feedback)
+    with caplog.at_level(logging.DEBUG):
+        verdicts = judge.judge([_req(c) for c in ("ok1", "garbage", "401", "500always", "slow", "badjson", "ok2")])
+    assert set(stub.auth) == {f"Bearer {SECRET}"}  # the key is used ...
+    seen = [caplog.text, repr(judge), dump_config(cfg), *(str(v) for v in verdicts)]
+    seen += [p.read_text() for p in (tmp_path / "cache").rglob("*") if p.is_file()]
+    assert not any(SECRET in text for text in seen)  # ... and shown nowhere
+    assert "circuit breaker" in caplog.text
+
+
+def test_a_missing_key_variable_is_a_config_error_naming_the_variable(monkeypatch):
+    monkeypatch.delenv("NEGGRAD_TEST_JUDGE_KEY", raising=False)
+    cfg = build_config(
+        {}, ["feedback.judge=http", "feedback.http.model=m", "feedback.http.api_key_env=NEGGRAD_TEST_JUDGE_KEY"]
+    )
+    with pytest.raises(ConfigError, match="NEGGRAD_TEST_JUDGE_KEY, which is not set"):
+        build_judge(cfg.feedback)
+    cfg = build_config({}, ["feedback.judge=http", "feedback.http.model=m", "feedback.http.api_key_env=null"])
+    assert build_judge(cfg.feedback)._api_key is None  # a server without authentication

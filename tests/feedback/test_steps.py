@@ -1,0 +1,70 @@
+"""Step splitting rules of ALGORITHMS.md 5.1 and their config errors."""
+
+import pytest
+
+from neggrad.config import ConfigError, build_config
+from neggrad.feedback.steps import check_rule, split_response
+
+
+def test_lines_strips_and_drops_empty_lines():
+    assert split_response("  First, 2+2=4.\n\n\t Then 4*3=12 \nAnswer: 12\n") == [
+        "First, 2+2=4.",
+        "Then 4*3=12",
+        "Answer: 12",
+    ]
+
+
+def test_regex_cuts_at_each_match():
+    text = "Step one.\n\nStep two\nstill two.\n\n\nStep three."
+    assert split_response(text, r"regex:\n\s*\n") == ["Step one.", "Step two\nstill two.", "Step three."]
+
+
+def test_testbed_keeps_negative_numbers_whole():
+    # ", " and ". " end a step; the minus of -33 follows "=" or ", " never a space inside a step
+    assert split_response("12-45=-33, -33+7=-26. A: -26", "testbed") == ["12-45=-33", "-33+7=-26", "A: -26"]
+
+
+@pytest.mark.parametrize("rule", ["lines", "testbed", "regex:;"])
+def test_no_steps_is_an_empty_list(rule):
+    assert split_response("  \n ", rule) == []
+
+
+@pytest.mark.parametrize(
+    ("rule", "message"),
+    [
+        ("words", "must be one of lines, regex:<pattern>, testbed"),
+        ("regex:", "needs a pattern"),
+        ("regex:(", "not a valid"),
+    ],
+)
+def test_bad_rules_are_refused(rule, message):
+    with pytest.raises(ValueError, match=message):
+        check_rule(rule)
+    with pytest.raises(ConfigError, match=message):
+        build_config({"feedback": {"step_split": rule}})
+
+
+def test_feedback_config_errors_name_the_key():
+    with pytest.raises(ConfigError, match="needs feedback.step_split: testbed"):
+        build_config({}, ["feedback.enabled=true"])  # oracle with the default 'lines' rule
+    with pytest.raises(ConfigError, match="feedback.local.name_or_path"):
+        build_config({}, ["feedback.enabled=true", "feedback.judge=local"])
+    with pytest.raises(ConfigError, match="feedback.http.base_url and feedback.http.model"):
+        build_config({}, ["feedback.enabled=true", "feedback.judge=http"])
+    with pytest.raises(ConfigError, match=r"prompt_template lacks \{steps\}"):
+        build_config({}, ["feedback.prompt_template={problem} {reference}"])
+    # a disabled section is not checked for its judge
+    assert not build_config({}, ["feedback.judge=local"]).feedback.enabled
+
+
+@pytest.mark.parametrize("method", ["grpo", "dr_grpo", "dapo", "rloo", "ngrpo"])
+def test_feedback_composes_with_group_statistics_methods(method):
+    cfg = build_config({}, [f"method={method}", "feedback.enabled=true", "feedback.step_split=testbed"])
+    assert cfg.feedback.enabled
+
+
+@pytest.mark.parametrize("method", ["pos_only", "psr", "nsr", "w_reinforce", "raft", "raft_pp", "reinforce_rej"])
+def test_feedback_is_refused_where_it_cannot_act(method):
+    with pytest.raises(ConfigError, match=f"feedback.enabled needs .* method '{method}'") as info:
+        build_config({}, [f"method={method}", "feedback.enabled=true", "feedback.step_split=testbed"])
+    assert "\n" not in str(info.value)

@@ -1,0 +1,111 @@
+"""NTHR and LLD inside a real update of a tiny model (ALGORITHMS.md 2.2, 2.3, 3)."""
+
+import pytest
+import torch
+
+from neggrad.config import build_config
+from neggrad.diagnostics.probe import one_step, rollout_from_ids
+from neggrad.testbed.model import build_model
+from neggrad.testbed.tokenizer import build_tokenizer
+
+SMALL = [
+    "sft.enabled=false",
+    "model.testbed.hidden_size=32",
+    "model.testbed.intermediate_size=64",
+    "model.testbed.num_hidden_layers=1",
+    "model.testbed.num_attention_heads=2",
+    "model.testbed.num_key_value_heads=1",
+    "num_generations=4",
+    "per_device_train_batch_size=4",
+    "gradient_accumulation_steps=1",
+    "learning_rate=1e-3",
+    "loss_type=dapo",
+]
+PROMPT = "Q: 3+4-2="
+# one correct answer; the wrong ones repeat its first step (and more) before going wrong
+COMPLETIONS = ["3+4=7, 7-2=5. A: 5", "3+4=7, 7-2=6. A: 6", "3+4=7, 7-2=4. A: 4", "3+4=7, 7-3=4. A: 4"]
+CORRECT = torch.tensor([True, False, False, False])
+
+
+def crafted(tok, completions=COMPLETIONS):
+    enc = lambda s: tok(s, add_special_tokens=False)["input_ids"]  # noqa: E731
+    prompts = [enc(PROMPT)] * len(completions)
+    return rollout_from_ids(prompts, [enc(c) + [tok.eos_token_id] for c in completions], tok.pad_token_id)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_nthr_protects_correct_answers_in_a_real_update(seed):
+    tok = build_tokenizer()
+    cfg = build_config({}, SMALL)
+    model = build_model(cfg.model.testbed, tok, seed=seed)
+    rollout = crafted(tok)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    grpo = one_step(cfg, model, rollout, CORRECT, "grpo")
+    nthr = one_step(cfg, model, rollout, CORRECT, "nthr")
+    # the model itself is never changed by the probe
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert grpo.token_selected is None
+    assert nthr.metrics["nthr/groups"] == 1 and nthr.metrics["nthr/selected_frac"] > 0
+    # the correct answer gains more likelihood when NTHR keeps the penalty off the tokens that resemble it
+    assert nthr.metrics["lld/delta_seq_mean"] > grpo.metrics["lld/delta_seq_mean"] + 0.05
+    # only wrong answers' tokens are selected; the correct row never is
+    assert not nthr.token_selected[0].any()
+    assert nthr.token_selected[1:].any()
+
+
+def test_random_control_selects_as_many_tokens_per_wrong_answer():
+    tok = build_tokenizer()
+    cfg = build_config({}, SMALL)
+    model = build_model(cfg.model.testbed, tok, seed=0)
+    rollout = crafted(tok)
+    nthr = one_step(cfg, model, rollout, CORRECT, "nthr")
+    rand = one_step(cfg, model, rollout, CORRECT, "random")
+    assert torch.equal(nthr.token_selected.sum(dim=1), rand.token_selected.sum(dim=1))
+    assert not torch.equal(nthr.token_selected, rand.token_selected)
+    mask = rollout.completion_mask.bool()
+    assert not (rand.token_selected & ~mask).any()
+
+
+def test_old_pass_and_inline_nthr_agree():
+    """With num_iterations = 2 NTHR runs in the no-grad old-policy pass; with 1, inside the training
+    forward. Both see pi_old, so the first step's scores and selections are the same."""
+    tok = build_tokenizer()
+    cfg = build_config({}, SMALL)
+    model = build_model(cfg.model.testbed, tok, seed=0)
+    rollout = crafted(tok)
+    inline = one_step(cfg, model, rollout, CORRECT, "nthr")
+    two = one_step(cfg.model_copy(update={"num_iterations": 2}), model, rollout, CORRECT, "nthr")
+    assert torch.allclose(inline.token_scores, two.token_scores, atol=1e-5)
+    assert torch.equal(inline.token_selected, two.token_selected)
+
+
+def test_lld_matches_a_separate_before_and_after_pass():
+    from neggrad.core.logprobs import token_logprobs
+    from neggrad.policy import completion_logits
+
+    tok = build_tokenizer()
+    cfg = build_config({}, SMALL)
+    model = build_model(cfg.model.testbed, tok, seed=0)
+    rollout = crafted(tok)
+    with torch.no_grad():
+        before = token_logprobs(completion_logits(model, rollout), rollout.completion_ids)
+    # replay the probe's update by hand on a copy to get the after-model
+    import copy
+
+    from neggrad.diagnostics.probe import group_batch, variant_config
+    from neggrad.update import policy_update
+
+    c = variant_config(cfg, "grpo")
+    work = copy.deepcopy(model)
+    opt = torch.optim.AdamW(
+        work.parameters(), lr=c.learning_rate, betas=(c.adam_beta1, c.adam_beta2), weight_decay=c.weight_decay
+    )
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    metrics = policy_update(c, work, opt, sched, group_batch(c, rollout, CORRECT)).metrics
+    with torch.no_grad():
+        after = token_logprobs(completion_logits(work, rollout), rollout.completion_ids)
+    m = rollout.completion_mask.float()
+    delta = float(((after - before) * m).sum(dim=1)[0])
+    assert metrics["lld/count"] == 1
+    assert metrics["lld/delta_seq_mean"] == pytest.approx(delta, abs=1e-4)
+    assert metrics["lld/displaced_frac"] == float(delta < 0)
