@@ -54,6 +54,10 @@ def test_resolved_config_round_trips(tmp_path):
         ({}, ["task.operators=+/"], r"task.operators must be distinct characters"),
         ({}, ["learning_rate"], r"is not key=value"),
         ({"task": 3}, [], r"^task: "),
+        ({}, ["method=psr", "nthr.enabled=true"], r"nthr works on top of grpo, dr_grpo, dapo, rloo and ngrpo"),
+        ({}, ["method=pos_only", "nthr.enabled=true"], r"clamp_negative_advantages=True"),
+        ({}, ["method=nthr", "nthr.eta=1.5"], r"nthr.eta must be in \[0, 1\)"),
+        ({}, ["method=nthr", "nthr.vocab=all"], r"^nthr.vocab: "),
     ],
 )
 def test_bad_input_gives_one_line_naming_the_key(raw, overrides, message):
@@ -104,3 +108,16 @@ def test_shipped_configs_build_for_every_method():
                 continue
             cfg = load_config(path, [f"method={method}"])
             assert cfg.method == method, path
+
+
+@pytest.mark.parametrize("base", ["grpo", "dr_grpo", "dapo", "rloo", "ngrpo"])
+def test_nthr_composes_with_its_bases_and_keeps_their_keys(base):
+    cfg = build_config({"method": base, "nthr": {"enabled": True, "beta": 0.0}})
+    assert cfg.nthr.enabled and cfg.nthr.beta == 0.0
+    assert cfg.loss_type == build_config({"method": base}).loss_type  # the base's preset values stay
+
+
+def test_nthr_preset_fills_only_unset_section_keys():
+    cfg = build_config({"method": "nthr", "nthr": {"vocab": "full"}})
+    assert cfg.nthr.enabled and cfg.nthr.vocab == "full"
+    assert build_config({"method": "nthr", "nthr": {"enabled": False}}).nthr.enabled is False

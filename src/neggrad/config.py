@@ -394,6 +394,9 @@ class Config(_Section):
     """Named preset (see ``neggrad methods``); its values fill every key this file leaves unset."""
     seed: int = 0
     """Seed of model init, sampling and data order."""
+    label: str | None = None
+    """Name of this arm in reports (``neggrad report`` groups runs by it); default: the method. Use it to
+    compare settings that share a method, e.g. label=grpo+judge with feedback.enabled=true."""
     model: ModelConfig = Field(default_factory=ModelConfig)
     task: TaskConfig = Field(default_factory=TaskConfig)
     data: DataConfig = Field(default_factory=DataConfig)
