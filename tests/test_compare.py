@@ -150,3 +150,16 @@ def test_the_testbed_compare_config_builds_for_each_method(tmp_path):
     runs = plan_runs(raw, [], methods=["grpo", "ngrpo", "dapo"], seeds=3, out=tmp_path)
     assert len(runs) == 9 and {r.config.max_steps for r in runs} == {60}
     assert [r.config.loss_type for r in runs[::3]] == ["grpo", "dapo", "dapo"]  # presets still differ
+
+
+def test_keys_added_by_a_newer_neggrad_do_not_orphan_finished_runs():
+    from neggrad.compare import _differences
+    from neggrad.config import Config
+
+    defaults = Config().model_dump(mode="json")
+    wanted = Config(learning_rate=1e-4).model_dump(mode="json")
+    saved = {k: v for k, v in wanted.items() if k != "lld"}  # an older run: no lld section yet
+    assert _differences(saved, wanted, defaults) == []
+    changed = dict(wanted, lld=dict(wanted["lld"], enabled=False))
+    assert _differences(saved, changed, defaults) == ["lld: None -> " + repr(changed["lld"])]
+    assert _differences(dict(saved, learning_rate=2e-4), wanted, defaults) == ["learning_rate: 0.0002 -> 0.0001"]

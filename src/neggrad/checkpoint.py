@@ -63,16 +63,28 @@ def _fsync_dir(path: Path) -> None:
 
 
 def save_checkpoint(
-    root: Path, step: int, *, model, tokenizer, optimizer, scheduler, trainer_state: dict, keep: int
+    root: Path,
+    step: int,
+    *,
+    model,
+    tokenizer,
+    optimizer,
+    scheduler,
+    trainer_state: dict,
+    keep: int,
+    state_dict: dict | None = None,
 ) -> Path:
-    """Write ``root/step-{step}`` atomically and keep only the ``keep`` newest checkpoints."""
+    """Write ``root/step-{step}`` atomically and keep only the ``keep`` newest checkpoints.
+
+    ``state_dict``: the full weights when ``model`` holds only a shard of them (FSDP, ZeRO-3).
+    """
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{step}"
     tmp = root / f".tmp-step-{step}"
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
-    model.save_pretrained(tmp / "model", safe_serialization=True)
+    model.save_pretrained(tmp / "model", safe_serialization=True, **({"state_dict": state_dict} if state_dict else {}))
     if tokenizer is not None:
         tokenizer.save_pretrained(tmp / "model")
     torch.save(

@@ -61,9 +61,16 @@ def _progress() -> Progress:
     )
 
 
+def _worker_rank() -> int:
+    """This process's rank under torchrun / accelerate launch (0 without a launcher)."""
+    return int(os.environ.get("RANK", "0"))
+
+
 def run_training(config: Config, run_dir: Path, *, resume: bool) -> dict:
     from neggrad.train import train
 
+    if _worker_rank() > 0:  # under a launcher only rank 0 shows progress and the summary
+        return train(config, run_dir, resume=resume)
     with _progress() as progress:
         tasks: dict[str, int] = {}
 
@@ -125,6 +132,8 @@ def cmd_train(args) -> int:
         config = resolve_config(args.config, args.overrides)
         run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(config)
     summary = run_training(config, run_dir, resume=bool(args.resume))
+    if _worker_rank() > 0:
+        return 0
     out.print(_summary_table(summary, f"neggrad {config.method}: {run_dir}"))
     if summary["status"] == "interrupted":
         out.print(f"interrupted at step {summary['steps']}; continue with: neggrad train --resume {run_dir}")

@@ -76,12 +76,16 @@ def plan_runs(raw: dict, overrides: list[str], *, methods: list[str], seeds: int
     ]
 
 
-def _differences(saved: dict, wanted: dict, prefix: str = "") -> list[str]:
+def _differences(saved: dict, wanted: dict, defaults: dict, prefix: str = "") -> list[str]:
+    """Keys whose value differs; a key the saved config lacks (written by an older neggrad) counts as
+    unchanged when the wanted value is that key's default, so new options do not orphan finished runs."""
     diffs = []
     for key in sorted(set(saved) | set(wanted)):
-        old, new = saved.get(key), wanted.get(key)
+        old, new, default = saved.get(key), wanted.get(key), (defaults or {}).get(key)
+        if key not in saved and new == default:
+            continue
         if isinstance(old, dict) and isinstance(new, dict):
-            diffs += _differences(old, new, f"{prefix}{key}.")
+            diffs += _differences(old, new, default if isinstance(default, dict) else {}, f"{prefix}{key}.")
         elif old != new:
             diffs.append(f"{prefix}{key}: {old!r} -> {new!r}")
     return diffs
@@ -92,7 +96,8 @@ def run_status(run: PlannedRun) -> RunStatus:
     config is a CompareError, since reusing it would compare runs of different budgets."""
     saved = run.run_dir / "config.yaml"
     if saved.is_file():
-        diffs = _differences(yaml.safe_load(saved.read_text()) or {}, run.config.model_dump(mode="json"))
+        defaults = Config().model_dump(mode="json")
+        diffs = _differences(yaml.safe_load(saved.read_text()) or {}, run.config.model_dump(mode="json"), defaults)
         if diffs:
             raise CompareError(
                 f"{run.run_dir} was trained with another config ({'; '.join(diffs[:3])}): rerun with the same "

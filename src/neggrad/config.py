@@ -62,14 +62,63 @@ class TestbedModelConfig(_Section):
         return self
 
 
+class LoraConfig(_Section):
+    """Low-rank adapters (Hu et al. 2021, arXiv:2106.09685) through ``peft``: only the adapters train, and the KL
+    reference is the same model with its adapters switched off, so no second copy is kept."""
+
+    enabled: bool = False
+    """Wrap the policy in LoRA adapters (pip install 'neggrad[lora]')."""
+    r: int = Field(16, ge=1)
+    """Rank of each adapter."""
+    alpha: float = Field(32.0, gt=0, allow_inf_nan=False)
+    """Scale numerator: an adapter's update is multiplied by alpha / r."""
+    dropout: float = Field(0.0, ge=0, lt=1)
+    """Dropout on the adapter input. 0 keeps the training forward equal to the sampling policy (ratio 1)."""
+    target_modules: list[str] | str = "all-linear"
+    """Modules that get adapters: "all-linear" (every linear layer but the LM head) or a list of names such as
+    [q_proj, k_proj, v_proj, o_proj]."""
+
+
 class ModelConfig(_Section):
-    """Which policy to train."""
+    """Which policy to train, and how it is loaded."""
 
     name_or_path: str = "testbed"
     """"testbed" builds the tiny local model (and its SFT warm start); otherwise a Hugging Face hub id or a
     local folder with a causal LM and its tokenizer."""
+    gguf_file: str | None = None
+    """A GGUF file inside name_or_path (a hub repo or folder) to load, dequantised to dtype (needs the gguf
+    package), e.g. SmolLM2-135M-Instruct.Q4_1.gguf."""
+    dtype: Literal["float32", "bfloat16", "float16", "auto"] = "float32"
+    """Weight dtype of the policy. auto: the checkpoint's own dtype. float16 trains without loss scaling; prefer
+    bfloat16 on GPUs that have it."""
+    device: str = "auto"
+    """Where the policy lives: "cpu", "cuda", "cuda:1", ... auto: this process's GPU (LOCAL_RANK) for a Hugging
+    Face model when CUDA is available, else the CPU; the testbed stays on the CPU."""
+    attn_implementation: str | None = None
+    """Attention kernel passed to from_pretrained: eager, sdpa, flash_attention_2, ... (null: transformers'
+    default)."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass: less memory for longer completions, ~30 % more compute."""
+    trust_remote_code: bool = False
+    """Run modelling code shipped with a hub repo. Off unless you trust the repo."""
+    lora: LoraConfig = Field(default_factory=LoraConfig)
     testbed: TestbedModelConfig = Field(default_factory=TestbedModelConfig)
     """Shape of the testbed model (used only when name_or_path is "testbed")."""
+
+    @model_validator(mode="after")
+    def _check(self) -> ModelConfig:
+        if self.name_or_path == "testbed":
+            hub_only = [k for k in ("gguf_file", "attn_implementation") if getattr(self, k) is not None]
+            if self.trust_remote_code:
+                hub_only.append("trust_remote_code")
+            if hub_only:
+                raise ValueError(
+                    f"model.{hub_only[0]} applies to Hugging Face models, not the testbed: set model.name_or_path "
+                    "to a hub id or folder, or remove it"
+                )
+        if not self.name_or_path.strip():
+            raise ValueError('model.name_or_path is empty: give "testbed", a hub id or a model folder')
+        return self
 
 
 class TaskConfig(_Section):
@@ -378,6 +427,39 @@ class FeedbackConfig(_Section):
             raise ValueError("feedback.judge 'http' needs feedback.http.base_url and feedback.http.model")
 
 
+class VLLMConfig(_Section):
+    """vLLM rollouts (pip install 'neggrad[vllm]'): sampling only; log-probs for the loss always come from the
+    training model."""
+
+    mode: Literal["colocate", "server"] = "colocate"
+    """colocate: a vLLM engine in this process on the training GPU, weights copied in after every update.
+    server: a separate vLLM server at base_url (other GPUs) serves completions."""
+    gpu_memory_utilization: float = Field(0.3, gt=0, le=1)
+    """colocate: share of the GPU's memory vLLM may take for its weights and KV cache; the rest is left to
+    training."""
+    sleep: bool = False
+    """colocate: free vLLM's weights and KV cache while the policy trains (vLLM sleep mode, level 2) and reload
+    the current weights before each generation. Less memory, some latency per step."""
+    max_model_len: int | None = Field(None, ge=16)
+    """colocate: longest prompt + completion vLLM plans for (null: the model's own limit)."""
+    base_url: str = "http://127.0.0.1:8000"
+    """server: root of the vLLM server (its OpenAI-compatible /v1/completions is used)."""
+    timeout_s: float = Field(240.0, gt=0, allow_inf_nan=False)
+    """server: seconds to wait for the server to answer a request (or to come up)."""
+    sync_weights: bool = True
+    """server: push the updated weights to the server after every update (needs trl and a server started for
+    weight updates, see neggrad.rollout.vllm). false: the server keeps its own weights (e.g. evaluation only)."""
+
+
+class RolloutConfig(_Section):
+    """Which engine samples the completions."""
+
+    backend: Literal["hf", "vllm"] = "hf"
+    """hf: transformers generate on the training model. vllm: a vLLM engine (rollout.vllm), same prompts and
+    sampling settings, weights synced after every update."""
+    vllm: VLLMConfig = Field(default_factory=VLLMConfig)
+
+
 class NonFiniteConfig(_Section):
     """What to do when the loss or gradient is NaN or infinite."""
 
@@ -436,6 +518,7 @@ class Config(_Section):
     """Sampling temperature; log-probs for the loss use logits / temperature too (as TRL and verl)."""
     top_p: float = Field(1.0, gt=0, le=1)
     """Nucleus sampling mass."""
+    rollout: RolloutConfig = Field(default_factory=RolloutConfig)
 
     # ---- batch
     per_device_train_batch_size: int = Field(64, ge=1)

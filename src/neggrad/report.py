@@ -50,9 +50,7 @@ class Run:
 
     @property
     def method(self) -> str:
-        return str(
-            self.config.get("label") or self.config.get("method") or (self.summary or {}).get("method") or "?"
-        )
+        return str(self.config.get("label") or self.config.get("method") or (self.summary or {}).get("method") or "?")
 
     @property
     def seed(self) -> int | None:

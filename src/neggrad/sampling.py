@@ -19,6 +19,7 @@ from neggrad.config import Config
 from neggrad.core.advantages import group_advantages, trained_rows
 from neggrad.core.groups import group_kinds
 from neggrad.core.shaping import REWARD_MAX, overlong_penalty, scheme_rewards
+from neggrad.distributed import SINGLE, Dist
 from neggrad.feedback.build import judge_for
 from neggrad.feedback.judge import Judge
 from neggrad.feedback.repair import FeedbackStats, GroupRepair, judge_problem, judge_reference, repair_all_wrong
@@ -68,17 +69,45 @@ def _filter_groups(correct: Tensor, group_filter: str, repair: GroupRepair | Non
     return torch.ones(correct.shape[0], dtype=torch.bool)
 
 
+def _reduce_feedback(dist: Dist, local: dict) -> dict:
+    """``feedback/*`` over processes: counts summed, means weighted by the answers each process judged."""
+    parts = dist.gather(local)
+    if len(parts) == 1:
+        return local
+    answers = [p["feedback/judged"] + p["feedback/failed"] for p in parts]
+    total = sum(answers)
+
+    def weighted(key: str) -> float:
+        return sum(p[key] * n for p, n in zip(parts, answers, strict=True)) / total if total else 0.0
+
+    out = {k: sum(p[k] for p in parts) for k in ("feedback/groups", "feedback/judged", "feedback/failed")}
+    out["feedback/f_hist"] = [sum(col) for col in zip(*(p["feedback/f_hist"] for p in parts), strict=True)]
+    fractions = [sum(p["feedback/f_hist"]) for p in parts]  # each f falls in one bin
+    f_total = sum(fractions)
+    out["feedback/f_mean"] = (
+        sum(p["feedback/f_mean"] * n for p, n in zip(parts, fractions, strict=True)) / f_total if f_total else 0.0
+    )
+    out["feedback/latency_mean"] = weighted("feedback/latency_mean")  # approximate: weights all answers
+    out["feedback/cache_hit_frac"] = weighted("feedback/cache_hit_frac")
+    out["time/judge"] = max(p["time/judge"] for p in parts)
+    return out
+
+
 def collect_batch(
-    config: Config, rollout_engine, task, cursor: int, judge: Judge | None = None
+    config: Config, rollout_engine, task, cursor: int, judge: Judge | None = None, *, dist: Dist = SINGLE
 ) -> tuple[TrainBatch | None, int]:
     """Generate and score one step's batch starting at prompt index ``cursor``.
 
     With ``feedback.enabled``, ``judge`` (default: the one ``feedback.judge`` names, built once per
     process) reads the answers of all-wrong groups.
 
-    Returns the batch (None when every group was filtered out) and the advanced cursor.
+    With several processes (``dist``, distributed.py) a round reads ``N * config.num_prompts`` prompts and
+    this process generates its slice; rounds go on while any process is short of groups, and the
+    sampling statistics are reduced over processes.
+
+    Returns this process's batch (None when every group was filtered out) and the advanced cursor.
     """
-    P, G = config.num_prompts, config.num_generations
+    P, G = config.num_prompts, config.num_generations  # P: this process's groups per step
     feedback = config.feedback
     if feedback.enabled and judge is None:
         judge = judge_for(feedback)
@@ -89,12 +118,16 @@ def collect_batch(
     sampled_correct, dropped, rounds = [], 0, 0
     t_gen = t_score = 0.0
     max_rounds = config.max_generation_rounds if config.refill else 1
-    while kept < P and rounds < max_rounds:
+    while rounds < max_rounds and dist.any(kept < P):
         rounds += 1
-        examples = [task.train_example(cursor + i) for i in range(P)]
-        cursor += P
+        first = cursor + dist.rank * P  # this process's slice of the round's N * P prompts
+        cursor += dist.world_size * P
+        if kept >= P:  # full already: another process refills (distributed.py)
+            continue
+        examples = [task.train_example(first + i) for i in range(P)]
         t0 = time.perf_counter()
-        rollout = rollout_engine.generate([e.prompt for e in examples], num_generations=G)
+        index = {"prompt_index": range(first, first + P)} if dist.seeded_sampling else {}
+        rollout = rollout_engine.generate([e.prompt for e in examples], num_generations=G, **index)
         t1 = time.perf_counter()
         answers = [e.answer for e in examples for _ in range(G)]
         correct = torch.tensor(task.score(rollout.texts, answers), dtype=torch.bool).view(P, G)  # (P, G)
@@ -126,19 +159,24 @@ def collect_batch(
             )
         t_score += time.perf_counter() - t1
         t_gen += t1 - t0
-    all_correct = torch.cat(sampled_correct)
-    n_groups = all_correct.shape[0]
+    all_correct = torch.cat(sampled_correct)  # (groups sampled here, G); the first round always samples
+    names = list(counts)
+    n_correct, n_sampled, *group_counts, dropped, short = dist.sum(
+        [float(all_correct.sum()), all_correct.numel(), *[counts[k] for k in names], dropped, int(kept < P)]
+    )
+    counts = dict(zip(names, group_counts, strict=True))
+    n_groups = n_sampled / G
     stats = {
-        "accuracy": all_correct.float().mean().item(),
+        "accuracy": n_correct / n_sampled,
         **{f"groups/{k}_frac": v / n_groups for k, v in counts.items()},
-        "groups/zero_std": counts["all_correct"] + counts["all_wrong"],
-        "groups/dropped": dropped,
+        "groups/zero_std": int(counts["all_correct"] + counts["all_wrong"]),
+        "groups/dropped": int(dropped),
         "groups/gen_rounds": rounds,
-        "groups/batch_short": int(kept < P),
+        "groups/batch_short": int(short > 0),
         "time/generate": t_gen,
     }
     if feedback.enabled:
-        stats.update(judge_stats.metrics())
+        stats.update(_reduce_feedback(dist, judge_stats.metrics()))
         t_score -= judge_stats.seconds  # time/score excludes the judge, reported as time/judge
     if not kept_parts:
         stats["time/score"] = t_score

@@ -6,12 +6,12 @@
     save_checkpoint-> atomic, exact resume                            (checkpoint.py)
 
 A run directory holds ``config.yaml``, ``metrics.jsonl``, ``samples/``, ``checkpoints/`` and, at the
-end, ``summary.json``.
+end, ``summary.json``. Under ``torchrun`` / ``accelerate launch`` every process runs this loop on its own
+groups and only rank 0 writes the run directory (distributed.py).
 """
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import math
@@ -25,13 +25,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from neggrad.checkpoint import list_checkpoints, load_trainer_state, save_checkpoint, set_rng_state
+from neggrad.checkpoint import list_checkpoints, load_trainer_state, rng_state, save_checkpoint, set_rng_state
 from neggrad.config import Config, dump_config
 from neggrad.diagnostics.probe import ProbeSet
+from neggrad.distributed import Dist, GroupSeededRollout, gather_rows
 from neggrad.evaluate import evaluate
 from neggrad.metrics import MetricsWriter
-from neggrad.models import load_policy
-from neggrad.rollout.hf import HFRollout
+from neggrad.models import load_policy, reference_model
+from neggrad.rollout import build_rollout
+from neggrad.rollout.hf import HFRollout, Rollout
 from neggrad.sampling import TrainBatch, collect_batch
 from neggrad.tasks import build_task
 from neggrad.update import UpdateResult, policy_update
@@ -100,28 +102,36 @@ class Trainer:
     # ------------------------------------------------------------------ setup
     def setup(self, *, resume: bool = False) -> None:
         cfg = self.config
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.dist = dist = Dist.from_env()  # one process, or this one's rank under a launcher
+        self.run_dir = Path(dist.broadcast(str(self.run_dir)))  # rank 0's folder (a default name holds a time)
         checkpoint = None
         if not resume and ((self.run_dir / "metrics.jsonl").exists() or (self.run_dir / "checkpoints").exists()):
             raise FileExistsError(
                 f"{self.run_dir} already holds a run: resume it with --resume {self.run_dir}, "
                 "or choose another --run-dir"
             )
+        dist.barrier()  # every process has looked before rank 0 writes
+        if dist.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
         if resume:
             found = list_checkpoints(self.run_dir / "checkpoints")
             if not found:
                 raise FileNotFoundError(f"nothing to resume in {self.run_dir}: it has no checkpoints/step-N")
             checkpoint = found[-1]
             state = load_trainer_state(checkpoint)  # verifies every hash first
-        self.model, self.tokenizer, self.policy_info = load_policy(
-            cfg, checkpoint=checkpoint / "model" if checkpoint else None, progress=lambda d: self.callback("sft", d)
-        )
-        self.ref_model = None
-        if cfg.beta > 0:
-            self.ref_model = copy.deepcopy(self.model).eval().requires_grad_(False)
+        with dist.main_first():  # rank 0 fills the caches (SFT warm start, downloads) the others then read
+            self.model, self.tokenizer, self.policy_info = load_policy(
+                cfg,
+                checkpoint=checkpoint / "model" if checkpoint else None,
+                progress=lambda d: self.callback("sft", d),
+            )
+        self.ref_model = reference_model(self.model, cfg, resumed=checkpoint is not None) if cfg.beta > 0 else None
         self.task = build_task(cfg, tokenizer=self.tokenizer)
         self.eval_set = self.task.eval_examples()
-        self.engine = HFRollout.from_config(self.model, self.tokenizer, cfg)
+        self.engine = build_rollout(self.model, self.tokenizer, cfg)  # rollout.backend: hf or vllm
+        if dist.seeded_sampling and isinstance(self.engine, HFRollout):  # completions independent of N
+            self.engine = GroupSeededRollout(self.engine, cfg.seed)
+        dist.seeded_sampling = isinstance(self.engine, GroupSeededRollout)
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(),
             lr=cfg.learning_rate,
@@ -131,7 +141,8 @@ class Trainer:
         )
         total = cfg.max_steps * cfg.num_iterations * cfg.steps_per_generation
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(cfg, total))
-        seed_everything(cfg.seed)  # after the (cached or fresh) warm start, so both paths sample alike
+        self.optimizer = dist.prepare(self.model, self.optimizer)  # DDP / FSDP / ZeRO under a launcher
+        seed_everything(cfg.seed + dist.rank)  # after the (cached or fresh) warm start, so both paths sample alike
         self.state = {
             "step": 0,
             "cursor": 0,
@@ -143,12 +154,27 @@ class Trainer:
         if checkpoint is not None:
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
-            set_rng_state(state["rng"])
+            self._set_rng(state)
             self.state = state["trainer"]
             logger.info("resumed from %s (step %d)", checkpoint, self.state["step"])
-        (self.run_dir / "config.yaml").write_text(dump_config(cfg))
-        (self.run_dir / "samples").mkdir(exist_ok=True)
-        self.metrics = MetricsWriter(self.run_dir / "metrics.jsonl", keep_through_step=self.state["step"])
+        self.metrics = None
+        if dist.is_main:
+            (self.run_dir / "config.yaml").write_text(dump_config(cfg))
+            (self.run_dir / "samples").mkdir(exist_ok=True)
+            self.metrics = MetricsWriter(self.run_dir / "metrics.jsonl", keep_through_step=self.state["step"])
+
+    def _set_rng(self, state: dict) -> None:
+        """Every process's own RNG state from the checkpoint (rank 0's ``rng`` for one process)."""
+        ranks = state.get("rng_ranks", [state["rng"]])
+        if len(ranks) == self.dist.world_size:
+            set_rng_state(ranks[self.dist.rank])
+        else:
+            logger.warning(
+                "the checkpoint holds the RNG states of %d processes and this run has %d: random streams other "
+                "than sampling restart from seed + rank",
+                len(ranks),
+                self.dist.world_size,
+            )
 
     # ------------------------------------------------------------------ loop
     def train(self) -> dict:
@@ -160,9 +186,10 @@ class Trainer:
         self.probe = None
         if cfg.lld.enabled and cfg.lld.probe_size:
             self.probe = ProbeSet.load(self.run_dir)
-            if self.probe is None:
+            if self.probe is None:  # every process builds the same probe (seeded, same weights); rank 0 saves it
                 self.probe = ProbeSet.build(cfg, self.engine, self.task, self.eval_set)
-                self.probe.save(self.run_dir)
+                if self.dist.is_main:
+                    self.probe.save(self.run_dir)
         status = "completed"
         with _StopFlag() as stop:
             while state["step"] < cfg.max_steps:
@@ -181,7 +208,7 @@ class Trainer:
                     state["nonfinite_streak"] = 0
                     if cfg.save_steps and state["step"] % cfg.save_steps == 0:
                         self.save()
-                if stop.requested:
+                if self.dist.any(stop.requested):  # every process stops after the same step
                     status = "interrupted"
                     if not record["update/skipped"]:
                         self.save()
@@ -193,23 +220,32 @@ class Trainer:
             summary = self._summary(status, final["eval/accuracy"])
         else:
             summary = self._summary(status, None)
-        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+        if self.dist.is_main:
+            (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
         return summary
 
     def _step(self) -> dict:
         cfg, state = self.config, self.state
         t0 = time.perf_counter()
-        batch, state["cursor"] = collect_batch(cfg, self.engine, self.task, state["cursor"])
+        dist = self.dist
+        batch, state["cursor"] = collect_batch(cfg, self.engine, self.task, state["cursor"], dist=dist)
         state["step"] += 1
         record = {"step": state["step"]}
-        record.update(batch.stats if batch else {})
-        if batch is None:
+        stats = [s for s in dist.gather(batch.stats if batch else None) if s]  # reduced, alike on all processes
+        record.update(stats[0] if stats else {})
+        if not stats:  # no process kept a group
             record.update({"update/skipped": 0, "batch/completions": 0})
         else:
-            record.update(self._batch_metrics(batch))
-            update = policy_update(cfg, self.model, self.optimizer, self.scheduler, batch, ref_model=self.ref_model)
+            local = batch or self._empty_batch()  # a process without groups still joins the update's collectives
+            record.update(self._batch_metrics(local))
+            update = policy_update(
+                cfg, self.model, self.optimizer, self.scheduler, local, ref_model=self.ref_model, dist=dist
+            )
+            if hasattr(self.engine, "sync_weights"):  # vLLM samples the next batch with the updated weights
+                self.engine.sync_weights(self.model)
             record.update(update.metrics)
-            self._write_samples(batch, update)
+            if dist.is_main and batch is not None:
+                self._write_samples(batch, update)
         if cfg.eval_steps and state["step"] % cfg.eval_steps == 0 and state["step"] < cfg.max_steps:
             record.update(self._evaluate())
         if self.probe is not None and (state["step"] % cfg.lld.probe_every == 0 or state["step"] == cfg.max_steps):
@@ -217,25 +253,58 @@ class Trainer:
             record.update(self.probe.metrics(self.model, cfg))
             record["time/lld"] = record.get("time/lld", 0.0) + time.perf_counter() - t1
         record["time/step"] = time.perf_counter() - t0
-        self.metrics.write(record)
+        record.update(self._slowest_times(record))
+        if self.metrics is not None:
+            self.metrics.write(record)
         return record
 
     # ------------------------------------------------------------------ pieces
     def _evaluate(self) -> dict:
+        """Held-out evaluation, split over processes (every N-th example each) and weighted by their counts."""
         t0 = time.perf_counter()
-        result = evaluate(self.engine, self.task, self.eval_set, avg_k=self.config.eval_avg_k)
+        dist = self.dist
+        share = list(self.eval_set)[dist.rank :: dist.world_size] if dist.world_size > 1 else self.eval_set
+        result = evaluate(self.engine, self.task, share, avg_k=self.config.eval_avg_k)
+        if dist.world_size > 1:  # every eval metric is a mean over examples
+            parts = [(n, r) for n, r in dist.gather((len(share), result)) if n]
+            total = sum(n for n, _ in parts) or 1
+            result = {k: sum(n * r[k] for n, r in parts) / total for k in result}
         acc = result["eval/accuracy"]
         if self.state["best_accuracy"] is None or acc > self.state["best_accuracy"]:
             self.state["best_accuracy"] = acc
         result["time/eval"] = time.perf_counter() - t0
         return result
 
+    def _slowest_times(self, record: dict) -> dict:
+        """``time/*`` of the slowest process (each key over the processes that report it)."""
+        if self.dist.world_size == 1:
+            return {}
+        out: dict = {}
+        for times in self.dist.gather({k: v for k, v in record.items() if k.startswith("time/")}):
+            for k, v in times.items():
+                out[k] = max(out.get(k, v), v)
+        return out
+
+    def _empty_batch(self) -> TrainBatch:
+        """A batch of no completions: what a process that kept no group trains on while the others update."""
+        none = torch.zeros(0, 1, dtype=torch.long)
+        rollout = Rollout(none, none, none, none, torch.zeros(0, dtype=torch.bool), [])
+        flags, values = torch.zeros(0, dtype=torch.bool), torch.zeros(0)
+        return TrainBatch(rollout, [], [], flags, values, values, flags, stats={})
+
     def _batch_metrics(self, batch: TrainBatch) -> dict:
+        """Statistics of the kept completions of every process (gathered, so std and min / max are exact)."""
         G = self.config.num_generations
-        rows = batch.rows
-        adv, rewards = batch.seq_adv[rows], batch.rewards
-        lengths = batch.rollout.lengths.float()
-        correct = batch.correct
+        local = {
+            "adv": batch.seq_adv[batch.rows],
+            "rewards": batch.rewards,
+            "lengths": batch.rollout.lengths.float().cpu(),
+            "correct": batch.correct,
+            "truncated": batch.rollout.truncated.cpu(),
+            "group_sum": batch.seq_adv.view(-1, G).sum(dim=1),
+        }
+        rows = gather_rows(self.dist, local) if self.dist.world_size > 1 else local
+        adv, rewards, lengths, correct = rows["adv"], rows["rewards"], rows["lengths"], rows["correct"]
 
         def mean(x: torch.Tensor) -> float:
             return float(x.mean()) if x.numel() else 0.0
@@ -247,13 +316,13 @@ class Trainer:
             "adv/std": float(adv.std()) if adv.numel() > 1 else 0.0,
             "adv/pos_mean": mean(adv[adv > 0]),
             "adv/neg_mean": mean(adv[adv < 0]),
-            "adv/group_sum_mean": mean(batch.seq_adv.view(-1, G).sum(dim=1)),
+            "adv/group_sum_mean": mean(rows["group_sum"]),
             "length/mean": mean(lengths),
             "length/min": float(lengths.min()),
             "length/max": float(lengths.max()),
             "length/correct_mean": mean(lengths[correct]),
             "length/wrong_mean": mean(lengths[~correct]),
-            "length/truncated_frac": mean(batch.rollout.truncated.float()),
+            "length/truncated_frac": mean(rows["truncated"].float()),
         }
 
     def _write_samples(self, batch: TrainBatch, update: UpdateResult) -> None:
@@ -289,7 +358,15 @@ class Trainer:
         if lines:
             (self.run_dir / "samples" / f"step-{self.state['step']}.jsonl").write_text("\n".join(lines) + "\n")
 
-    def save(self) -> Path:
+    def save(self) -> Path | None:
+        """A checkpoint written by rank 0 (every process calls this: full weights and RNG states are gathered)."""
+        state_dict = self.dist.model_state_dict(self.model)  # FSDP / ZeRO-3 only: a collective
+        trainer_state = {"trainer": dict(self.state)}
+        rngs = self.dist.gather(rng_state())
+        if self.dist.world_size > 1:
+            trainer_state["rng_ranks"] = rngs
+        if not self.dist.is_main:
+            return None
         return save_checkpoint(
             self.run_dir / "checkpoints",
             self.state["step"],
@@ -297,8 +374,9 @@ class Trainer:
             tokenizer=self.tokenizer,
             optimizer=self.optimizer,
             scheduler=self.scheduler,
-            trainer_state={"trainer": dict(self.state)},
+            trainer_state=trainer_state,
             keep=self.config.save_total_limit,
+            state_dict=state_dict,
         )
 
     def _summary(self, status: str, accuracy_after: float | None) -> dict:
@@ -318,8 +396,11 @@ class Trainer:
 def train(config: Config, run_dir: str | Path, *, resume: bool = False, callback: Callback | None = None) -> dict:
     """Train (or resume) a run in ``run_dir``; return ``summary.json``'s content."""
     trainer = Trainer(config, run_dir, callback=callback)
-    trainer.setup(resume=resume)
     try:
+        trainer.setup(resume=resume)
         return trainer.train()
     finally:
-        trainer.task.close()  # stops verifier worker processes, if any
+        if hasattr(trainer, "task"):
+            trainer.task.close()  # stops verifier worker processes, if any
+        if hasattr(trainer, "dist"):
+            trainer.dist.end()

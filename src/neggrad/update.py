@@ -2,6 +2,9 @@
 
 ALGORITHMS.md 1.3-1.6. Each micro-batch adds its token-loss *sum* divided by the whole optimizer
 step's denominator (``aggregate_loss``), so gradient accumulation gives the same loss as one big batch.
+With several processes (distributed.py) the denominators are summed over processes, every process runs
+the same number of optimizer steps (a process without rows for one does a zero backward), and the
+metrics are reduced over processes.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from neggrad.core.losses import (
 )
 from neggrad.core.nthr import nthr_group, scale_token_advantages
 from neggrad.diagnostics.lld import lld_metrics
+from neggrad.distributed import SINGLE, Dist, gather_rows
 from neggrad.policy import completion_forward
 from neggrad.rollout.hf import Rollout
 from neggrad.sampling import TrainBatch
@@ -41,6 +45,11 @@ class _Sums:
     clip_low: float = 0.0
     clip_high: float = 0.0
     clip_dual: float = 0.0
+
+    def reduced(self, dist: Dist) -> _Sums:
+        """The sums over every process."""
+        names = list(self.__dataclass_fields__)
+        return _Sums(*dist.sum([getattr(self, k) for k in names]))
 
 
 @dataclass
@@ -115,12 +124,17 @@ class _NTHR:
                 out[r, real[torch.randperm(len(real), generator=self.rng)[:k]]] = True
         return out
 
-    def metrics(self) -> dict:
+    def metrics(self, dist: Dist = SINGLE) -> dict:
+        """``nthr/*`` over every process's groups (sums summed, means weighted by their counts)."""
+        groups, selected, wrong, tau_sum, taus, eta_sum, etas = dist.sum(
+            [self.groups, float(self.selected.sum()), self.wrong_tokens, sum(self.taus), len(self.taus)]
+            + [sum(self.etas), len(self.etas)]
+        )
         return {
-            "nthr/groups": self.groups,
-            "nthr/selected_frac": float(self.selected.sum()) / self.wrong_tokens if self.wrong_tokens else 0.0,
-            "nthr/tau_mean": sum(self.taus) / len(self.taus) if self.taus else 0.0,
-            "nthr/eta_mean": sum(self.etas) / len(self.etas) if self.etas else 0.0,
+            "nthr/groups": int(groups),
+            "nthr/selected_frac": selected / wrong if wrong else 0.0,
+            "nthr/tau_mean": tau_sum / taus if taus else 0.0,
+            "nthr/eta_mean": eta_sum / etas if etas else 0.0,
             "time/nthr": self.seconds,
         }
 
@@ -147,6 +161,8 @@ def _group_chunks(n: int, size: int, group: int) -> list[Tensor]:
 
 def _optimizer_chunks(n: int, config: Config) -> list[list[Tensor]]:
     """Rows of each optimizer step, split into micro-batches: ``steps_per_generation`` chunks per pass."""
+    if n == 0:
+        return []
     order = torch.randperm(n) if config.steps_per_generation > 1 else torch.arange(n)
     per_step = math.ceil(n / config.steps_per_generation)
     steps = []
@@ -156,9 +172,12 @@ def _optimizer_chunks(n: int, config: Config) -> list[list[Tensor]]:
     return steps
 
 
-def _lld(config: Config, model, rollout: Rollout, before: Tensor, mask: Tensor, correct: Tensor, p: Tensor) -> dict:
+def _lld(
+    config: Config, model, rollout: Rollout, before: Tensor, mask: Tensor, correct: Tensor, p: Tensor, dist: Dist
+) -> dict:
     """ALGORITHMS.md 2.2: a no-grad pass after the last optimizer step over the correct (and, with
-    ``lld.wrong``, the wrong) completions; their change of log-likelihood against ``before``."""
+    ``lld.wrong``, the wrong) completions; their change of log-likelihood against ``before``, measured
+    over the completions of every process."""
     t0 = time.perf_counter()
     out: dict = {}
     was_training = model.training
@@ -169,14 +188,27 @@ def _lld(config: Config, model, rollout: Rollout, before: Tensor, mask: Tensor, 
         idx = rows.nonzero().squeeze(1)
         chunks = list(idx.split(config.per_device_train_batch_size))
         after = _pass_logp(model, rollout, chunks, config.temperature)[idx] if len(idx) else before[idx]
-        out.update(lld_metrics(before[idx], after, mask[idx], p[idx], prefix=prefix))
+        rows = gather_rows(dist, {"before": before[idx], "after": after, "mask": mask[idx], "p": p[idx]})
+        out.update(lld_metrics(rows["before"], rows["after"], rows["mask"], rows["p"], prefix=prefix))
     model.train(was_training)
     out["time/lld"] = time.perf_counter() - t0
     return out
 
 
-def policy_update(config: Config, model, optimizer, scheduler, batch: TrainBatch, *, ref_model=None) -> UpdateResult:
+def _zero_backward(forward, device: torch.device, dist: Dist) -> None:
+    """A backward with loss 0 through the training forward: a process without rows in an optimizer step
+    still joins the gradient synchronisation of the others (DDP, FSDP and ZeRO need every process's)."""
+    out = forward(input_ids=torch.zeros((1, 1), dtype=torch.long, device=device), use_cache=False)
+    dist.backward(out.logits.float().sum() * 0.0)
+
+
+def policy_update(
+    config: Config, model, optimizer, scheduler, batch: TrainBatch, *, ref_model=None, dist: Dist = SINGLE
+) -> UpdateResult:
     """Run ``num_iterations`` passes of optimizer steps over ``batch``; return the step's metrics.
+
+    ``model`` is the plain model; with several processes ``dist`` holds its prepared (DDP / FSDP) form,
+    which the training forward goes through, and ``batch`` is this process's share (possibly empty).
 
     With one optimizer step per batch (``num_iterations = steps_per_generation = 1``) the training
     forward itself is the old policy: its detached log-probs are pi_old, NTHR runs on its logits and
@@ -203,25 +235,28 @@ def policy_update(config: Config, model, optimizer, scheduler, batch: TrainBatch
 
     t0 = time.perf_counter()
     old_logp = None
-    if need_old:
+    if need_old and n:
         chunks = _group_chunks(n, config.per_device_train_batch_size, G) if nthr else None
         chunks = chunks or list(torch.arange(n).split(config.per_device_train_batch_size))
         old_logp = _pass_logp(model, rollout, chunks, config.temperature, nthr)
     all_rows = list(torch.arange(n).split(config.per_device_train_batch_size))
-    ref_logp = _pass_logp(ref_model, rollout, all_rows, config.temperature) if config.beta > 0 else None
+    ref_logp = _pass_logp(ref_model, rollout, all_rows, config.temperature) if config.beta > 0 and n else None
     t_old = time.perf_counter() - t0
-    before = old_logp if need_old else torch.zeros_like(mask)  # (B, T): filled by the training forward
+    before = old_logp if need_old and n else torch.zeros_like(mask)  # (B, T): filled by the training forward
 
-    model.train()
+    forward = dist.train_forward(model)  # the prepared module under DDP / FSDP, else the model
+    (model if dist.wrapped is None else dist.wrapped).train()
     sums = _Sums()
     losses = {"total": 0.0, "policy": 0.0, "kl": 0.0, "entropy": 0.0}
     grad_norms, skipped, opt_steps = [], 0, 0
     for _ in range(config.num_iterations):
         plan = _optimizer_chunks(n, config)
-        if nthr is not None and not need_old:  # NTHR inside the training forward: whole groups per micro-batch
+        if nthr is not None and not need_old and n:  # NTHR inside the training forward: whole groups per micro-batch
             plan = [_group_chunks(n, config.per_device_train_batch_size, G)]
+        plan += [[] for _ in range(int(dist.max([len(plan)])[0]) - len(plan))]  # as many steps on every process
         for step_rows in plan:
-            num_seqs, num_tokens = step_denominators(mask[torch.cat(step_rows)])
+            local = mask[torch.cat(step_rows)] if step_rows else mask[:0]
+            num_seqs, num_tokens = (int(x) for x in dist.sum(list(step_denominators(local))))  # global (1.5)
             agg = {
                 "loss_type": config.loss_type,
                 "num_sequences": num_seqs,
@@ -229,58 +264,62 @@ def policy_update(config: Config, model, optimizer, scheduler, batch: TrainBatch
                 "max_completion_length": config.max_completion_length,
             }
             step_loss = 0.0
-            for idx in step_rows:
+            if not step_rows:
+                _zero_backward(forward, device, dist)
+            for k, idx in enumerate(step_rows):
                 mb = rollout.select(idx)
                 inline_nthr = nthr is not None and not need_old
-                logits, hidden = completion_forward(model, mb, return_hidden=inline_nthr)  # (b, T, V), (b, T, H)
-                logp = token_logprobs(logits, mb.completion_ids, temperature=config.temperature)  # (b, T)
-                if inline_nthr:
-                    nthr.apply(idx, logits, hidden, mb.completion_ids.to(logits.device))
-                mb_mask, mb_adv = mask[idx].to(device), token_adv[idx].to(device)
-                if need_old:
-                    old = old_logp[idx].to(device)
-                else:
-                    old = logp.detach()
-                    before[idx] = old.float().cpu()
-                if config.policy_loss == "logp":
-                    policy = logp_policy_loss(logp, mb_adv)
-                    clip = {}
-                else:
-                    policy, clip = clipped_surrogate(
-                        logp,
-                        old,
-                        mb_adv,
-                        epsilon=config.epsilon,
-                        epsilon_high=config.epsilon_high,
-                        dual_clip=config.dual_clip,
-                    )
-                token_loss = policy
-                parts = {"policy": aggregate_loss(policy, mb_mask, **agg)}
-                if config.beta > 0:
-                    kl = kl_penalty(logp, ref_logp[idx].to(device), estimator=config.kl_estimator)
-                    token_loss = token_loss + config.beta * kl
-                    parts["kl"] = aggregate_loss(config.beta * kl, mb_mask, **agg)
-                    sums.kl += float((kl.detach() * mb_mask).sum())
-                with torch.set_grad_enabled(config.entropy_coef > 0):
-                    entropy = token_entropy(logits / config.temperature)  # (b, T)
-                if config.entropy_coef > 0:
-                    token_loss = token_loss - config.entropy_coef * entropy
-                    parts["entropy"] = aggregate_loss(-config.entropy_coef * entropy, mb_mask, **agg)
-                loss = aggregate_loss(token_loss, mb_mask, **agg)
-                loss.backward()
-                step_loss += float(loss.detach())
-                for key, value in parts.items():
-                    losses[key] += float(value.detach())
-                m = mb_mask.sum().item()
-                sums.tokens += m
-                sums.ppo_kl += float(((old - logp.detach()) * mb_mask).sum())
-                sums.entropy += float((entropy.detach() * mb_mask).sum())
-                for key, attr in (("low", "clip_low"), ("high", "clip_high"), ("dual", "clip_dual")):
-                    if key in clip:
-                        setattr(sums, attr, getattr(sums, attr) + float((clip[key].float() * mb_mask).sum()))
+                with dist.no_sync(sync=k == len(step_rows) - 1):  # gradients are synchronised once per step
+                    logits, hidden = completion_forward(forward, mb, return_hidden=inline_nthr)  # (b, T, V), (b, T, H)
+                    logp = token_logprobs(logits, mb.completion_ids, temperature=config.temperature)  # (b, T)
+                    if inline_nthr:
+                        nthr.apply(idx, logits, hidden, mb.completion_ids.to(logits.device))
+                    mb_mask, mb_adv = mask[idx].to(device), token_adv[idx].to(device)
+                    if need_old:
+                        old = old_logp[idx].to(device)
+                    else:
+                        old = logp.detach()
+                        before[idx] = old.float().cpu()
+                    if config.policy_loss == "logp":
+                        policy = logp_policy_loss(logp, mb_adv)
+                        clip = {}
+                    else:
+                        policy, clip = clipped_surrogate(
+                            logp,
+                            old,
+                            mb_adv,
+                            epsilon=config.epsilon,
+                            epsilon_high=config.epsilon_high,
+                            dual_clip=config.dual_clip,
+                        )
+                    token_loss = policy
+                    parts = {"policy": aggregate_loss(policy, mb_mask, **agg)}
+                    if config.beta > 0:
+                        kl = kl_penalty(logp, ref_logp[idx].to(device), estimator=config.kl_estimator)
+                        token_loss = token_loss + config.beta * kl
+                        parts["kl"] = aggregate_loss(config.beta * kl, mb_mask, **agg)
+                        sums.kl += float((kl.detach() * mb_mask).sum())
+                    with torch.set_grad_enabled(config.entropy_coef > 0):
+                        entropy = token_entropy(logits / config.temperature)  # (b, T)
+                    if config.entropy_coef > 0:
+                        token_loss = token_loss - config.entropy_coef * entropy
+                        parts["entropy"] = aggregate_loss(-config.entropy_coef * entropy, mb_mask, **agg)
+                    loss = aggregate_loss(token_loss, mb_mask, **agg)
+                    dist.backward(loss)
+                    step_loss += float(loss.detach())
+                    for key, value in parts.items():
+                        losses[key] += float(value.detach())
+                    m = mb_mask.sum().item()
+                    sums.tokens += m
+                    sums.ppo_kl += float(((old - logp.detach()) * mb_mask).sum())
+                    sums.entropy += float((entropy.detach() * mb_mask).sum())
+                    for key, attr in (("low", "clip_low"), ("high", "clip_high"), ("dual", "clip_dual")):
+                        if key in clip:
+                            setattr(sums, attr, getattr(sums, attr) + float((clip[key].float() * mb_mask).sum()))
+            step_loss = dist.sum([step_loss])[0]  # the step's loss: each process holds its share
             losses["total"] += step_loss
             opt_steps += 1
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm))
+            grad_norm = dist.clip_grad_norm_(model, config.max_grad_norm)  # synchronised gradients: same everywhere
             grad_norms.append(grad_norm)
             if math.isfinite(step_loss) and math.isfinite(grad_norm):
                 optimizer.step()
@@ -289,10 +328,13 @@ def policy_update(config: Config, model, optimizer, scheduler, batch: TrainBatch
                 skipped += 1
             optimizer.zero_grad(set_to_none=True)
     t_update = time.perf_counter() - t0 - t_old
+    sums = sums.reduced(dist)
+    n_all, *parts = dist.sum([n, losses["policy"], losses["kl"], losses["entropy"]])
+    losses.update(zip(("policy", "kl", "entropy"), parts, strict=True))  # "total" is summed per step already
     tok = max(sums.tokens, 1.0)
     finite_norms = [g for g in grad_norms if math.isfinite(g)]
     metrics = {
-        "batch/completions": n,
+        "batch/completions": int(n_all),
         "loss/total": losses["total"] / opt_steps,
         "loss/policy": losses["policy"] / opt_steps,
         "loss/kl": losses["kl"] / opt_steps,
@@ -310,9 +352,9 @@ def policy_update(config: Config, model, optimizer, scheduler, batch: TrainBatch
         "time/update": t_update,
     }
     if nthr is not None:
-        metrics.update(nthr.metrics())
+        metrics.update(nthr.metrics(dist))
     if config.lld.enabled:
-        metrics.update(_lld(config, model, rollout, before, mask, correct, success))
+        metrics.update(_lld(config, model, rollout, before, mask, correct, success, dist))
     if nthr is None:
         return UpdateResult(metrics)
     return UpdateResult(
