@@ -163,3 +163,31 @@ def test_keys_added_by_a_newer_neggrad_do_not_orphan_finished_runs():
     changed = dict(wanted, lld=dict(wanted["lld"], enabled=False))
     assert _differences(saved, changed, defaults) == ["lld: None -> " + repr(changed["lld"])]
     assert _differences(dict(saved, learning_rate=2e-4), wanted, defaults) == ["learning_rate: 0.0002 -> 0.0001"]
+
+
+def test_shipped_studies_plan_every_arm(tmp_path):
+    from pathlib import Path
+
+    from neggrad.compare import plan_arms, read_study
+    from neggrad.config import read_yaml
+
+    studies = sorted(Path("configs/studies").glob("*.yaml"))
+    assert studies
+    for study in studies:
+        config, seeds, overrides, arms = read_study(study)
+        planned = plan_arms(read_yaml(config), overrides, arms=arms, seeds=seeds, out=tmp_path)
+        assert len(planned) == len(arms) * seeds
+        assert {r.config.label for r in planned} == set(arms)
+        assert planned[0].run_dir == tmp_path / next(iter(arms)) / "seed-0"
+
+
+def test_a_bad_study_is_a_compare_error(tmp_path):
+    from neggrad.compare import CompareError, read_study
+
+    bad = tmp_path / "s.yaml"
+    bad.write_text("config: x.yaml\narms: {a: method=grpo}\n")
+    with pytest.raises(CompareError, match="must be a list"):
+        read_study(bad)
+    bad.write_text("arms: {a: [method=grpo]}\nextra: 1\n")
+    with pytest.raises(CompareError, match="unknown keys: extra"):
+        read_study(bad)

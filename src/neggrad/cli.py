@@ -223,20 +223,33 @@ def cmd_config(args) -> int:
 def cmd_compare(args) -> int:
     import time
 
-    from neggrad.compare import CompareError, parse_methods, plan_runs, run_compare
+    from neggrad.compare import CompareError, parse_methods, plan_arms, plan_runs, read_study, run_compare
     from neggrad.report import ReportError, require_matplotlib
 
-    if not args.config:
-        raise UsageError("neggrad compare needs --config FILE, e.g. configs/testbed/compare.yaml")
-    path = Path(args.config)
-    if not path.exists() and bundled_config(args.config):
-        path = bundled_config(args.config)
+    if not args.config and not args.study:
+        raise UsageError("neggrad compare needs --config FILE (e.g. configs/testbed/compare.yaml) or --study FILE")
     out_dir = Path(args.out) if args.out else Path("runs") / f"compare-{time.strftime('%Y%m%d-%H%M%S')}"
     try:
         require_matplotlib()  # the report needs it: fail now, not after hours of training
-        planned = plan_runs(
-            read_yaml(path), args.overrides, methods=parse_methods(args.methods), seeds=args.seeds, out=out_dir
-        )
+        if args.study:
+            if not Path(args.study).is_file():
+                raise UsageError(f"study file {args.study} does not exist")
+            config_path, seeds, study_overrides, arms = read_study(Path(args.study))
+            path = Path(args.config) if args.config else config_path
+        else:
+            path = Path(args.config)
+        if not path.exists() and bundled_config(str(path)):
+            path = bundled_config(str(path))
+        if args.study:
+            seeds = args.seeds if args.seeds is not None else (seeds or 3)
+            planned = plan_arms(
+                read_yaml(path), [*study_overrides, *args.overrides], arms=arms, seeds=seeds, out=out_dir
+            )
+        else:
+            seeds = args.seeds if args.seeds is not None else 3
+            planned = plan_runs(
+                read_yaml(path), args.overrides, methods=parse_methods(args.methods), seeds=seeds, out=out_dir
+            )
 
         def announce(index, run, status) -> None:
             doing = {"completed": "done already, kept", "resume": "resuming", "new": "training"}[status]
@@ -411,7 +424,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("compare", help="run several methods on the same seeds and budget, then report")
     p.add_argument("--methods", default="grpo,ngrpo,dapo", help="comma-separated presets (default grpo,ngrpo,dapo)")
-    p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 for every method (default 3)")
+    p.add_argument("--seeds", type=int, help="seeds 0..N-1 for every method (default 3, or the study's)")
+    p.add_argument("--study", help="YAML study: config, seeds, and named arms of overrides (see configs/studies/)")
     p.add_argument("--config", help="YAML config shared by all runs, e.g. configs/testbed/compare.yaml")
     p.add_argument("--out", help="folder for OUT/METHOD/seed-S runs and the report (default runs/compare-TIME)")
     p.add_argument("--target", type=float, help="accuracy for 'steps to target' (default best start + 0.1)")
@@ -434,7 +448,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True, help="YAML config whose starting policy is probed")
     p.add_argument("--prompts", type=int, default=64, help="mixed groups to probe (default 64)")
     p.add_argument(
-        "--variants", default="grpo,pos_only,nthr,random", help="comma-separated: grpo,pos_only,nthr,random"
+        "--variants",
+        default="grpo,pos_only,nthr,random",
+        help="comma-separated, from grpo, pos_only, nthr, random, nthr_beta0, random_beta0",
     )
     p.add_argument("--out", default="runs/lld-probe", help="folder for report.md, lld_probe.png, results.json")
     p.add_argument("overrides", nargs="*", help="key.sub=value overrides")

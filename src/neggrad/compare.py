@@ -76,6 +76,49 @@ def plan_runs(raw: dict, overrides: list[str], *, methods: list[str], seeds: int
     ]
 
 
+def read_study(path: Path) -> tuple[Path, int | None, list[str], dict[str, list[str]]]:
+    """A study file: ``config`` (path, relative to the study file or the working folder), optional ``seeds``,
+    ``overrides`` (for every arm) and ``arms`` (name -> list of key=value overrides). Returns them checked."""
+    try:
+        study = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as err:
+        raise CompareError(f"cannot read study {path}: {err}") from None
+    unknown = set(study) - {"config", "seeds", "overrides", "arms"}
+    if unknown or not isinstance(study.get("arms"), dict) or not study["arms"] or "config" not in study:
+        raise CompareError(
+            f"{path}: a study needs `config: FILE` and `arms: {{name: [key=value, ...]}}` (optional `seeds`, "
+            f"`overrides`){'; unknown keys: ' + ', '.join(sorted(unknown)) if unknown else ''}"
+        )
+    config = Path(study["config"])
+    if not config.is_absolute() and not config.exists() and (path.parent / config).exists():
+        config = path.parent / config
+    arms = {}
+    for name, values in study["arms"].items():
+        if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+            raise CompareError(f"{path}: arm {name!r} must be a list of key=value strings, got {values!r}")
+        arms[str(name)] = values
+    return config, study.get("seeds"), list(study.get("overrides") or []), arms
+
+
+def plan_arms(
+    raw: dict, overrides: list[str], *, arms: dict[str, list[str]], seeds: int, out: Path
+) -> list[PlannedRun]:
+    """Like ``plan_runs`` for named arms (a study): each arm's overrides on top, ``label`` = the arm's name,
+    runs in OUT/ARM/seed-S."""
+    if seeds < 1:
+        raise CompareError(f"--seeds must be at least 1, got {seeds}")
+    return [
+        PlannedRun(
+            name,
+            seed,
+            build_config(raw, [*overrides, *values, f"label={name}", f"seed={seed}"]),
+            Path(out) / name / f"seed-{seed}",
+        )
+        for name, values in arms.items()
+        for seed in range(seeds)
+    ]
+
+
 def _differences(saved: dict, wanted: dict, defaults: dict, prefix: str = "") -> list[str]:
     """Keys whose value differs; a key the saved config lacks (written by an older neggrad) counts as
     unchanged when the wanted value is that key's default, so new options do not orphan finished runs."""

@@ -10,6 +10,7 @@ Each field's docstring is its help text (``use_attribute_docstrings``).
 from __future__ import annotations
 
 import difflib
+import logging
 import math
 from pathlib import Path
 from typing import Any, Literal
@@ -460,6 +461,77 @@ class RolloutConfig(_Section):
     vllm: VLLMConfig = Field(default_factory=VLLMConfig)
 
 
+class ZeroVarianceConfig(_Section):
+    """What to do with groups whose answers are all wrong or all right (FRONTIER.md 0), judged on binary
+    correctness. "preset" leaves it to the method's keys (group_filter, advantage_estimator, feedback)."""
+
+    all_wrong: Literal["preset", "keep", "drop", "ngrpo", "nsr", "w_reinforce", "rl_zvp", "lens", "judge"] = "preset"
+    """keep: no gradient (GRPO); drop: filter out (refill as configured); ngrpo: virtual max-reward sample;
+    nsr / w_reinforce: A = -1; rl_zvp: entropy-scaled token advantages; lens: confidence-calibrated penalty;
+    judge: step-wise judge feedback (turns feedback on)."""
+    all_correct: Literal["preset", "keep", "drop", "rl_zvp"] = "preset"
+    """keep: no gradient; drop: filter out; rl_zvp: A = alpha * token entropy (arXiv:2509.21880)."""
+
+
+class RLZVPConfig(_Section):
+    """RL-ZVP (Le et al. 2025, arXiv:2509.21880, Eq. 5): token advantages from the policy's entropy."""
+
+    alpha: float = Field(0.1, gt=0, allow_inf_nan=False)
+    """Scale of the entropy advantage (paper 0.1)."""
+
+
+class LENSConfig(_Section):
+    """LENS (Feng et al. 2025, arXiv:2510.08696, Sec. 5.1): confident wrong answers are penalised most."""
+
+    alpha: float = Field(0.25, gt=0, allow_inf_nan=False)
+    """Scale of all-wrong groups' advantages (paper 0.25)."""
+    mixed: bool = True
+    """Also calibrate mixed groups' rewards (as the paper); false: only all-wrong groups."""
+
+
+class THRConfig(_Section):
+    """THR (Deng et al. 2025, arXiv:2510.03669; form reconstructed, FRONTIER.md 1): NTHR's token influence
+    on the correct answers, used on every token of a mixed group."""
+
+    enabled: bool = False
+    """Turn THR on (exclusive with nthr; same scoring code)."""
+    p: float = Field(0.5, ge=-1, le=1)
+    """> 0: exploit (more weight where the update helps the correct answers); < 0: explore. 0 = GRPO."""
+    beta: float = 1.0
+    """Dominance threshold scale: |s_t| > |beta * min anchor mean|."""
+    mode: Literal["reweight", "dominant_only"] = "reweight"
+    """reweight: A (1 + p sign(THR)) on dominant tokens; dominant_only: train only dominant tokens."""
+
+
+class LLDSConfig(_Section):
+    """LLDS (Deng et al. 2025, arXiv:2512.04220, Eq. 4-6, 9-10): a loss that pushes back up the
+    likelihood an update took from responses with A >= 0. Zero on on-policy updates."""
+
+    enabled: bool = False
+    """Add the LLDS term to the loss."""
+    coef: float = Field(0.2, ge=0, allow_inf_nan=False)
+    """lambda (paper 0.2)."""
+    gate: Literal["response", "token"] = "response"
+    """response: only responses whose total log-likelihood fell (Eq. 10; for single-turn math the paper's
+    action gate equals it); token: every token whose log-prob fell (Eq. 9)."""
+
+
+class RandomRewardConfig(_Section):
+    """Random-reward control (Shao et al. 2025, arXiv:2506.10947): rewards are coin flips independent of the
+    answer, so a run shows what training does without any signal."""
+
+    enabled: bool = False
+    """Replace correctness by coin flips for training (true accuracy is still logged and evaluated)."""
+    rate: Literal["matched"] | float = "matched"
+    """Probability of reward 1: "matched" = the round's true accuracy, or a number in [0, 1] (paper 0.5)."""
+
+    @model_validator(mode="after")
+    def _check(self) -> RandomRewardConfig:
+        if isinstance(self.rate, float) and not 0.0 <= self.rate <= 1.0:
+            raise ValueError(f"random_reward.rate must be in [0, 1] or 'matched', got {self.rate}")
+        return self
+
+
 class NonFiniteConfig(_Section):
     """What to do when the loss or gradient is NaN or infinite."""
 
@@ -562,10 +634,21 @@ class Config(_Section):
     w_reinforce: WReinforceConfig = Field(default_factory=WReinforceConfig)
     nthr: NTHRConfig = Field(default_factory=NTHRConfig)
     lld: LLDConfig = Field(default_factory=LLDConfig)
+    zero_variance: ZeroVarianceConfig = Field(default_factory=ZeroVarianceConfig)
+    rl_zvp: RLZVPConfig = Field(default_factory=RLZVPConfig)
+    lens: LENSConfig = Field(default_factory=LENSConfig)
+    thr: THRConfig = Field(default_factory=THRConfig)
+    llds: LLDSConfig = Field(default_factory=LLDSConfig)
+    random_reward: RandomRewardConfig = Field(default_factory=RandomRewardConfig)
 
     # ---- loss
-    policy_loss: Literal["clipped", "logp"] = "clipped"
-    """clipped: PPO ratio surrogate; logp: -A * log-prob, no ratio (RAFT)."""
+    policy_loss: Literal["clipped", "logp", "cispo"] = "clipped"
+    """clipped: PPO ratio surrogate; logp: -A * log-prob, no ratio (RAFT); cispo: -sg(min(ratio, epsilon_high))
+    * A * log-prob (MiniMax-M1, arXiv:2506.13585; TRL's loss_type="cispo" = this with loss_type dapo)."""
+    importance_sampling_level: Literal["token", "sequence", "sequence_token"] = "token"
+    """Ratio of the clipped surrogate: token (PPO/GRPO), sequence (GSPO, arXiv:2507.18071: the length-normalised
+    sequence ratio; use loss_type grpo and epsilon 3e-4 / epsilon_high 4e-4), sequence_token (GSPO-token, for
+    per-token advantages such as NTHR / THR / RL-ZVP)."""
     dual_clip: float | None = Field(None, gt=1)
     """Dual clip constant c for negative advantages (off when null; RAFT++ uses 3)."""
     loss_type: Literal["grpo", "dapo", "dr_grpo", "seq_sum"] = "grpo"
@@ -667,9 +750,64 @@ class Config(_Section):
                 f"{self.method!r} (advantage_estimator={self.advantage_estimator!r}, clamp_negative_advantages="
                 f"{self.clamp_negative_advantages}, policy_loss={self.policy_loss!r}): use one of those bases"
             )
+        self._frontier()
         if self.model.name_or_path != "testbed" and self.sft.enabled:
             self.sft.enabled = False
         return self
+
+    def _frontier(self) -> None:
+        """Combinations of the FRONTIER.md options: one strategy per group kind, exclusive options refused."""
+        zv = self.zero_variance
+        token_level = ("nthr", self.nthr.enabled), ("thr", self.thr.enabled)
+        token_level += (("zero_variance ... rl_zvp", "rl_zvp" in (zv.all_wrong, zv.all_correct)),)
+        if self.thr.enabled and self.nthr.enabled:
+            raise ValueError(
+                "thr generalises nthr (same scores, every token): enable one of thr.enabled, nthr.enabled"
+            )
+        if self.thr.enabled and (self.advantage_estimator not in NTHR_ESTIMATORS or self.policy_loss != "clipped"):
+            raise ValueError(f"thr works on grpo, dr_grpo, dapo, rloo and ngrpo, not on method {self.method!r}")
+        for name, on in token_level:
+            if on and self.importance_sampling_level == "sequence":
+                raise ValueError(
+                    f"{name} gives per-token advantages, which importance_sampling_level=sequence (GSPO) averages "
+                    "away: use importance_sampling_level=sequence_token"
+                )
+        if self.policy_loss == "cispo":
+            if self.epsilon_high is None or self.epsilon_high <= 1.0:
+                raise ValueError(
+                    f"policy_loss cispo caps the importance weight at epsilon_high (TRL semantics, an absolute cap, "
+                    f"not a clip width): set epsilon_high > 1, e.g. 5.0 (got {self.epsilon_high})"
+                )
+            if self.importance_sampling_level != "token":
+                raise ValueError("policy_loss cispo and importance_sampling_level sequence (GSPO) exclude each other")
+        drops = {"zero_std": ("all_wrong", "all_correct"), "all_correct": ("all_correct",)}.get(self.group_filter, ())
+        for kind, strategy in (("all_wrong", zv.all_wrong), ("all_correct", zv.all_correct)):
+            if strategy not in ("preset", "keep", "drop") and kind in drops:
+                raise ValueError(
+                    f"zero_variance.{kind}={strategy} conflicts with group_filter={self.group_filter}, which drops "
+                    f"{kind.replace('_', '-')} groups first: set group_filter none (or all_correct), or another "
+                    "strategy"
+                )
+        if zv.all_wrong == "judge":
+            self.feedback.enabled = True
+        elif self.feedback.enabled and zv.all_wrong not in ("preset", "keep"):
+            raise ValueError(
+                f"feedback.enabled (the judge owns all-wrong groups) conflicts with zero_variance.all_wrong="
+                f"{zv.all_wrong}: one strategy per group kind"
+            )
+        if zv.all_wrong == "lens":
+            if self.advantage_estimator != "grpo" or self.reward_scheme != "binary":
+                raise ValueError(
+                    "zero_variance.all_wrong=lens needs the grpo estimator with binary rewards (it redefines the "
+                    f"baseline, as NGRPO does), got advantage_estimator={self.advantage_estimator!r}, "
+                    f"reward_scheme={self.reward_scheme!r}"
+                )
+        if self.random_reward.enabled and self.feedback.enabled:
+            raise ValueError("random_reward ignores the answers; it cannot be combined with the judge (feedback)")
+        if self.llds.enabled and self.num_iterations == 1 and self.steps_per_generation == 1:
+            logging.getLogger(__name__).warning(
+                "llds is exactly 0 when every update is on-policy: raise num_iterations or steps_per_generation"
+            )
 
 
 def _suggest(loc: tuple) -> str:

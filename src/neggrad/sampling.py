@@ -17,6 +17,7 @@ from torch import Tensor
 
 from neggrad.config import Config
 from neggrad.core.advantages import group_advantages, trained_rows
+from neggrad.core.controls import random_rewards
 from neggrad.core.groups import group_kinds
 from neggrad.core.shaping import REWARD_MAX, overlong_penalty, scheme_rewards
 from neggrad.distributed import SINGLE, Dist
@@ -38,6 +39,8 @@ class TrainBatch:
     seq_adv: Tensor  # (B,) sequence advantages
     rows: Tensor  # (B,) bool: completions that enter the loss (PSR / NSR drop some)
     stats: dict  # metrics of the sampling stage (sampled-group fractions, rounds, timings)
+    zvp: Tensor | None = None  # (B,) RL-ZVP rows: +1 all-correct group, -1 all-wrong group, 0 other
+    lens: Tensor | None = None  # (P,) groups whose advantages LENS recomputes from the old policy's confidence
 
 
 def sequence_advantages(config: Config, rewards: Tensor, correct: Tensor) -> Tensor:
@@ -55,18 +58,51 @@ def sequence_advantages(config: Config, rewards: Tensor, correct: Tensor) -> Ten
     )
 
 
-def _filter_groups(correct: Tensor, group_filter: str, repair: GroupRepair | None = None) -> Tensor:
-    """(P,) bool: groups kept by ``group_filter``, judged on binary correctness only.
+def _filter_groups(
+    correct: Tensor, group_filter: str, repair: GroupRepair | None = None, zero_variance=None
+) -> Tensor:
+    """(P,) bool: groups kept by ``group_filter`` and ``zero_variance.*: drop``, judged on binary correctness.
 
     The one exception (ALGORITHMS.md 7.3): under ``zero_std`` a judge-repaired group is kept iff its
     partial rewards vary.
     """
     kinds = group_kinds(correct)
     if group_filter == "zero_std":
-        return (kinds["mixed"] | repair.varies) if repair is not None else kinds["mixed"]
-    if group_filter == "all_correct":
-        return ~kinds["all_correct"]
-    return torch.ones(correct.shape[0], dtype=torch.bool)
+        keep = (kinds["mixed"] | repair.varies) if repair is not None else kinds["mixed"]
+    elif group_filter == "all_correct":
+        keep = ~kinds["all_correct"]
+    else:
+        keep = torch.ones(correct.shape[0], dtype=torch.bool)
+    for kind in ("all_wrong", "all_correct"):
+        if zero_variance is not None and getattr(zero_variance, kind) == "drop":
+            keep = keep & ~kinds[kind]
+    return keep
+
+
+def zero_variance_advantages(config: Config, rewards: Tensor, correct: Tensor, seq_adv: Tensor) -> Tensor:
+    """(P, G) advantages with the ``zero_variance.all_wrong`` strategy applied to all-wrong groups.
+
+    ngrpo: NGRPO's virtual max-reward sample (arXiv:2509.18851 Eq. 6) in those groups only; nsr and
+    w_reinforce: A = -1 for every wrong answer (arXiv:2506.01347). Other strategies act elsewhere (filter,
+    judge, or token advantages in the update).
+    """
+    strategy = config.zero_variance.all_wrong
+    wrong = group_kinds(correct)["all_wrong"]  # (P,)
+    if strategy not in ("ngrpo", "nsr", "w_reinforce") or not bool(wrong.any()):
+        return seq_adv
+    out = seq_adv.clone()
+    if strategy == "ngrpo":
+        virtual = config.ngrpo.virtual_reward
+        out[wrong] = group_advantages(
+            rewards[wrong],
+            method="ngrpo",
+            correct=correct[wrong],
+            num_virtual=config.ngrpo.num_virtual,
+            virtual_reward=REWARD_MAX[config.reward_scheme] if virtual is None else virtual,
+        ).to(out.dtype)
+    else:
+        out[wrong] = -1.0
+    return out
 
 
 def _reduce_feedback(dist: Dist, local: dict) -> dict:
@@ -94,7 +130,15 @@ def _reduce_feedback(dist: Dist, local: dict) -> dict:
 
 
 def collect_batch(
-    config: Config, rollout_engine, task, cursor: int, judge: Judge | None = None, *, dist: Dist = SINGLE
+    config: Config,
+    rollout_engine,
+    task,
+    cursor: int,
+    judge: Judge | None = None,
+    *,
+    dist: Dist = SINGLE,
+    step: int = 0,
+    stats_out: dict | None = None,
 ) -> tuple[TrainBatch | None, int]:
     """Generate and score one step's batch starting at prompt index ``cursor``.
 
@@ -105,7 +149,8 @@ def collect_batch(
     this process generates its slice; rounds go on while any process is short of groups, and the
     sampling statistics are reduced over processes.
 
-    Returns this process's batch (None when every group was filtered out) and the advanced cursor.
+    Returns this process's batch (None when every group was filtered out) and the advanced cursor;
+    ``stats_out``, when given, receives the sampling metrics in both cases.
     """
     P, G = config.num_prompts, config.num_generations  # P: this process's groups per step
     feedback = config.feedback
@@ -116,6 +161,7 @@ def collect_batch(
     kept = 0
     counts = {"all_correct": 0, "all_wrong": 0, "mixed": 0}
     sampled_correct, dropped, rounds = [], 0, 0
+    control: list[tuple[float, float]] = []  # random_reward: (rate, agreement with the verifier) per round
     t_gen = t_score = 0.0
     max_rounds = config.max_generation_rounds if config.refill else 1
     while rounds < max_rounds and dist.any(kept < P):
@@ -132,6 +178,12 @@ def collect_batch(
         answers = [e.answer for e in examples for _ in range(G)]
         correct = torch.tensor(task.score(rollout.texts, answers), dtype=torch.bool).view(P, G)  # (P, G)
         sampled_correct.append(correct)
+        if config.random_reward.enabled:  # the control: coin flips replace correctness for training
+            rate = config.random_reward.rate
+            rate = float(correct.float().mean()) if rate == "matched" else float(rate)
+            flips = random_rewards(config.seed, step, [str(first + i) for i in range(P)], G, rate)  # (P, G)
+            control.append((rate, float((flips == correct).float().mean())))
+            correct = flips
         for name, mask in group_kinds(correct).items():
             counts[name] += int(mask.sum())
         repair = None
@@ -146,7 +198,7 @@ def collect_batch(
                 reward_scheme=config.reward_scheme,
                 stats=judge_stats,
             )
-        keep = _filter_groups(correct, config.group_filter, repair)  # (P,)
+        keep = _filter_groups(correct, config.group_filter, repair, config.zero_variance)  # (P,)
         dropped += int((~keep).sum())
         take = keep.nonzero().squeeze(1)[: P - kept]  # surplus groups are discarded
         kept += len(take)
@@ -175,9 +227,15 @@ def collect_batch(
         "groups/batch_short": int(short > 0),
         "time/generate": t_gen,
     }
+    if control:
+        stats["control/rate"] = sum(r for r, _ in control) / len(control)
+        stats["control/agreement"] = sum(a for _, a in control) / len(control)
     if feedback.enabled:
         stats.update(_reduce_feedback(dist, judge_stats.metrics()))
         t_score -= judge_stats.seconds  # time/score excludes the judge, reported as time/judge
+    if stats_out is not None:
+        stats_out.update(stats)  # the same dict object as batch.stats below: later keys reach it too
+        stats = stats_out
     if not kept_parts:
         stats["time/score"] = t_score
         return None, cursor
@@ -200,6 +258,18 @@ def collect_batch(
             factor=config.overlong_penalty_factor,
         )
     seq_adv = sequence_advantages(config, rewards, correct)  # (P', G)
+    seq_adv = zero_variance_advantages(config, rewards, correct, seq_adv)  # (P', G)
+    kinds = group_kinds(correct)
+    zv = config.zero_variance
+    zvp = None
+    if "rl_zvp" in (zv.all_wrong, zv.all_correct):
+        zvp = torch.zeros(correct.shape, dtype=torch.int8)  # (P', G)
+        zvp[kinds["all_correct"] & torch.tensor(zv.all_correct == "rl_zvp")] = 1
+        zvp[kinds["all_wrong"] & torch.tensor(zv.all_wrong == "rl_zvp")] = -1
+        zvp = zvp.reshape(-1)
+    lens = None
+    if zv.all_wrong == "lens":
+        lens = kinds["all_wrong"] | (kinds["mixed"] & torch.tensor(config.lens.mixed))  # (P',)
     rows = trained_rows(correct, method=config.advantage_estimator)  # (P', G)
     stats["time/score"] = t_score + time.perf_counter() - t0
     batch = TrainBatch(
@@ -211,5 +281,7 @@ def collect_batch(
         seq_adv=seq_adv.reshape(-1).float(),
         rows=rows.reshape(-1),
         stats=stats,
+        zvp=zvp,
+        lens=lens,
     )
     return batch, cursor

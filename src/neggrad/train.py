@@ -228,12 +228,13 @@ class Trainer:
         cfg, state = self.config, self.state
         t0 = time.perf_counter()
         dist = self.dist
-        batch, state["cursor"] = collect_batch(cfg, self.engine, self.task, state["cursor"], dist=dist)
+        sampled: dict = {}  # the sampling stage's metrics, reduced over processes, also when nothing was kept
+        batch, state["cursor"] = collect_batch(
+            cfg, self.engine, self.task, state["cursor"], dist=dist, step=state["step"] + 1, stats_out=sampled
+        )
         state["step"] += 1
-        record = {"step": state["step"]}
-        stats = [s for s in dist.gather(batch.stats if batch else None) if s]  # reduced, alike on all processes
-        record.update(stats[0] if stats else {})
-        if not stats:  # no process kept a group
+        record = {"step": state["step"], **sampled}
+        if not any(dist.gather(batch is not None)):  # no process kept a group
             record.update({"update/skipped": 0, "batch/completions": 0})
         else:
             local = batch or self._empty_batch()  # a process without groups still joins the update's collectives

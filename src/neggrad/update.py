@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from neggrad.config import Config
+from neggrad.core.llds import llds_token_loss
 from neggrad.core.logprobs import token_logprobs
 from neggrad.core.losses import (
     aggregate_loss,
@@ -27,6 +28,9 @@ from neggrad.core.losses import (
     token_entropy,
 )
 from neggrad.core.nthr import nthr_group, scale_token_advantages
+from neggrad.core.surrogates import cispo_loss, gspo_surrogate
+from neggrad.core.thr import thr_token_advantages
+from neggrad.core.zero_variance import lens_advantages, rl_zvp_advantages
 from neggrad.diagnostics.lld import lld_metrics
 from neggrad.distributed import SINGLE, Dist, gather_rows
 from neggrad.policy import completion_forward
@@ -45,11 +49,64 @@ class _Sums:
     clip_low: float = 0.0
     clip_high: float = 0.0
     clip_dual: float = 0.0
+    clip_seq: float = 0.0
+    cispo_capped: float = 0.0
+    llds_penalised: float = 0.0
 
     def reduced(self, dist: Dist) -> _Sums:
         """The sums over every process."""
         names = list(self.__dataclass_fields__)
         return _Sums(*dist.sum([getattr(self, k) for k in names]))
+
+
+def _policy_token_loss(config: Config, logp: Tensor, old: Tensor, adv: Tensor, mask: Tensor) -> tuple[Tensor, dict]:
+    """(b, T) policy token losses of the configured surrogate and its (b, T) bool events for the metrics."""
+    if config.policy_loss == "logp":
+        return logp_policy_loss(logp, adv), {}
+    if config.policy_loss == "cispo":
+        loss, capped = cispo_loss(logp, old, adv, epsilon_high=config.epsilon_high)
+        return loss, {"capped": capped}
+    if config.importance_sampling_level != "token":  # GSPO / GSPO-token (FRONTIER.md 6)
+        loss, info = gspo_surrogate(
+            logp,
+            old,
+            adv,
+            mask,
+            epsilon=config.epsilon,
+            epsilon_high=config.epsilon_high,
+            token_level=config.importance_sampling_level == "sequence_token",
+        )
+        return loss, {"seq": info["seq_clip"][:, None].expand_as(logp)}
+    return clipped_surrogate(
+        logp, old, adv, epsilon=config.epsilon, epsilon_high=config.epsilon_high, dual_clip=config.dual_clip
+    )
+
+
+def _lens(
+    config: Config, token_adv: Tensor, idx: Tensor, old_logp: Tensor, mask: Tensor, correct: Tensor, groups: Tensor
+) -> None:
+    """LENS advantages (arXiv:2510.08696 Sec. 5.1) for the flagged whole groups among rows ``idx``, written into
+    ``token_adv``; ``old_logp`` holds the rows of ``idx`` (or of every row when ``idx`` covers the batch)."""
+    G = config.num_generations
+    for g0 in range(0, len(idx), G):
+        rows = idx[g0 : g0 + G]
+        if not bool(groups[int(rows[0]) // G]):
+            continue
+        m = mask[rows]
+        mean_logp = (old_logp[g0 : g0 + G] * m).sum(dim=1) / m.sum(dim=1).clamp(min=1.0)  # (G,)
+        adv = lens_advantages(correct[rows], mean_logp, alpha=config.lens.alpha)  # (G,)
+        token_adv[rows] = adv[:, None].expand_as(m)
+
+
+def _rl_zvp(config: Config, adv: Tensor, entropy: Tensor, mask: Tensor, zvp: Tensor) -> Tensor:
+    """RL-ZVP token advantages (arXiv:2509.21880 Eq. 5) on the rows of zero-variance groups: +1 all-correct,
+    -1 all-wrong (``zvp``), from this forward's detached entropy; other rows unchanged."""
+    out = adv.clone()
+    for sign in (1, -1):
+        rows = zvp == sign
+        if bool(rows.any()):
+            out[rows] = rl_zvp_advantages(entropy[rows], mask[rows], all_correct=sign == 1, alpha=config.rl_zvp.alpha)
+    return out
 
 
 @dataclass
@@ -75,12 +132,13 @@ class _NTHR:
         self.groups, self.wrong_tokens, self.taus, self.etas = 0, 0.0, [], []
         self.seconds = 0.0
         self.rng = torch.Generator().manual_seed(config.seed)  # the random-token control only
+        self.thr_tokens = self.thr_pos = 0.0  # THR: tokens of scored groups, dominant tokens with THR > 0
 
     @torch.no_grad()
     def apply(self, idx: Tensor, logits: Tensor, hidden: Tensor, ids: Tensor) -> None:
         """Score the whole groups in rows ``idx`` (contiguous, group-aligned) and scale ``token_adv``."""
         t0 = time.perf_counter()
-        G, opt = self.cfg.num_generations, self.cfg.nthr
+        G, opt, thr = self.cfg.num_generations, self.cfg.nthr, self.cfg.thr
         for g0 in range(0, len(idx), G):
             rows = idx[g0 : g0 + G]
             local = slice(g0, g0 + G)
@@ -90,7 +148,7 @@ class _NTHR:
                 ids[local],
                 self.mask[rows],
                 self.correct[rows],
-                beta=opt.beta,
+                beta=thr.beta if thr.enabled else opt.beta,
                 eta=opt.eta,
                 vocab=opt.vocab,
                 anchor_include_self=opt.anchor_include_self,
@@ -100,10 +158,24 @@ class _NTHR:
             )
             if result is None:
                 continue
-            selected = result.selected.cpu()
-            if opt.control == "random":
-                selected = self._random_like(selected, self.mask[rows].bool())
-            self.token_adv[rows] = scale_token_advantages(self.token_adv[rows], selected, result.eta)
+            if thr.enabled:  # THR: every token of the group, by the sign of its influence (FRONTIER.md 1)
+                scores = result.scores.cpu()
+                self.token_adv[rows], selected = thr_token_advantages(
+                    scores,
+                    result.anchors.cpu(),
+                    self.token_adv[rows],
+                    self.mask[rows],
+                    p=thr.p,
+                    beta=thr.beta,
+                    mode=thr.mode,
+                )
+                self.thr_tokens += float(self.mask[rows].sum())
+                self.thr_pos += float((selected & (scores * self.token_adv[rows] > 0)).sum())
+            else:
+                selected = result.selected.cpu()
+                if opt.control == "random":
+                    selected = self._random_like(selected, self.mask[rows].bool())
+                self.token_adv[rows] = scale_token_advantages(self.token_adv[rows], selected, result.eta)
             self.scores[rows] = result.scores.cpu()
             self.selected[rows] = selected
             self.row_tau[rows], self.row_eta[rows] = result.tau, result.eta
@@ -126,10 +198,18 @@ class _NTHR:
 
     def metrics(self, dist: Dist = SINGLE) -> dict:
         """``nthr/*`` over every process's groups (sums summed, means weighted by their counts)."""
-        groups, selected, wrong, tau_sum, taus, eta_sum, etas = dist.sum(
+        groups, selected, wrong, tau_sum, taus, eta_sum, etas, thr_tokens, thr_pos = dist.sum(
             [self.groups, float(self.selected.sum()), self.wrong_tokens, sum(self.taus), len(self.taus)]
-            + [sum(self.etas), len(self.etas)]
+            + [sum(self.etas), len(self.etas), self.thr_tokens, self.thr_pos]
         )
+        if self.cfg.thr.enabled:
+            return {
+                "thr/groups": int(groups),
+                "thr/dominant_frac": selected / thr_tokens if thr_tokens else 0.0,
+                "thr/pos_frac": thr_pos / selected if selected else 0.0,
+                "thr/tau_mean": tau_sum / taus if taus else 0.0,
+                "time/nthr": self.seconds,
+            }
         return {
             "nthr/groups": int(groups),
             "nthr/selected_frac": selected / wrong if wrong else 0.0,
@@ -227,10 +307,13 @@ def policy_update(
     token_adv = seq_adv[:, None].expand_as(mask).contiguous()  # (B, T)
     n = mask.shape[0]
     nthr = None
-    if config.nthr.enabled:
+    if config.nthr.enabled or config.thr.enabled:
         if not bool(batch.rows.all()):
             raise ValueError("NTHR needs whole groups: this method drops rows from its groups")
         nthr = _NTHR(config, token_adv, mask, correct)
+    zvp = batch.zvp[batch.rows] if batch.zvp is not None else None  # (B,) RL-ZVP rows
+    lens_groups = batch.lens if batch.lens is not None and bool(batch.lens.any()) else None  # (P,)
+    grouped = nthr is not None or lens_groups is not None  # hooks that need whole groups per micro-batch
     need_old = config.num_iterations > 1 or config.steps_per_generation > 1
 
     t0 = time.perf_counter()
@@ -239,6 +322,8 @@ def policy_update(
         chunks = _group_chunks(n, config.per_device_train_batch_size, G) if nthr else None
         chunks = chunks or list(torch.arange(n).split(config.per_device_train_batch_size))
         old_logp = _pass_logp(model, rollout, chunks, config.temperature, nthr)
+        if lens_groups is not None:
+            _lens(config, token_adv, torch.arange(n), old_logp, mask, correct, lens_groups)
     all_rows = list(torch.arange(n).split(config.per_device_train_batch_size))
     ref_logp = _pass_logp(ref_model, rollout, all_rows, config.temperature) if config.beta > 0 and n else None
     t_old = time.perf_counter() - t0
@@ -247,11 +332,11 @@ def policy_update(
     forward = dist.train_forward(model)  # the prepared module under DDP / FSDP, else the model
     (model if dist.wrapped is None else dist.wrapped).train()
     sums = _Sums()
-    losses = {"total": 0.0, "policy": 0.0, "kl": 0.0, "entropy": 0.0}
+    losses = {"total": 0.0, "policy": 0.0, "kl": 0.0, "entropy": 0.0, "llds": 0.0}
     grad_norms, skipped, opt_steps = [], 0, 0
     for _ in range(config.num_iterations):
         plan = _optimizer_chunks(n, config)
-        if nthr is not None and not need_old and n:  # NTHR inside the training forward: whole groups per micro-batch
+        if grouped and not need_old and n:  # NTHR / LENS inside the training forward: whole groups per micro-batch
             plan = [_group_chunks(n, config.per_device_train_batch_size, G)]
         plan += [[] for _ in range(int(dist.max([len(plan)])[0]) - len(plan))]  # as many steps on every process
         for step_rows in plan:
@@ -280,27 +365,28 @@ def policy_update(
                     else:
                         old = logp.detach()
                         before[idx] = old.float().cpu()
-                    if config.policy_loss == "logp":
-                        policy = logp_policy_loss(logp, mb_adv)
-                        clip = {}
-                    else:
-                        policy, clip = clipped_surrogate(
-                            logp,
-                            old,
-                            mb_adv,
-                            epsilon=config.epsilon,
-                            epsilon_high=config.epsilon_high,
-                            dual_clip=config.dual_clip,
-                        )
+                    with torch.set_grad_enabled(config.entropy_coef > 0):
+                        entropy = token_entropy(logits / config.temperature)  # (b, T)
+                    if lens_groups is not None and not need_old:  # LENS from this (on-policy) forward
+                        _lens(config, token_adv, idx, old.detach().float().cpu(), mask, correct, lens_groups)
+                        mb_adv = token_adv[idx].to(device)
+                    if zvp is not None and bool(zvp[idx].any()):  # RL-ZVP: entropy of this forward, detached
+                        mb_adv = _rl_zvp(config, mb_adv, entropy.detach(), mb_mask, zvp[idx].to(device))
+                    policy, clip = _policy_token_loss(config, logp, old, mb_adv, mb_mask)
                     token_loss = policy
                     parts = {"policy": aggregate_loss(policy, mb_mask, **agg)}
+                    if config.llds.enabled:
+                        penalty, penalised = llds_token_loss(
+                            logp, old, mb_mask, seq_adv[idx].to(device), coef=config.llds.coef, gate=config.llds.gate
+                        )
+                        token_loss = token_loss + penalty
+                        parts["llds"] = aggregate_loss(penalty, mb_mask, **agg)
+                        sums.llds_penalised += float(penalised.sum())
                     if config.beta > 0:
                         kl = kl_penalty(logp, ref_logp[idx].to(device), estimator=config.kl_estimator)
                         token_loss = token_loss + config.beta * kl
                         parts["kl"] = aggregate_loss(config.beta * kl, mb_mask, **agg)
                         sums.kl += float((kl.detach() * mb_mask).sum())
-                    with torch.set_grad_enabled(config.entropy_coef > 0):
-                        entropy = token_entropy(logits / config.temperature)  # (b, T)
                     if config.entropy_coef > 0:
                         token_loss = token_loss - config.entropy_coef * entropy
                         parts["entropy"] = aggregate_loss(-config.entropy_coef * entropy, mb_mask, **agg)
@@ -313,7 +399,13 @@ def policy_update(
                     sums.tokens += m
                     sums.ppo_kl += float(((old - logp.detach()) * mb_mask).sum())
                     sums.entropy += float((entropy.detach() * mb_mask).sum())
-                    for key, attr in (("low", "clip_low"), ("high", "clip_high"), ("dual", "clip_dual")):
+                    for key, attr in (
+                        ("low", "clip_low"),
+                        ("high", "clip_high"),
+                        ("dual", "clip_dual"),
+                        ("seq", "clip_seq"),
+                        ("capped", "cispo_capped"),
+                    ):
                         if key in clip:
                             setattr(sums, attr, getattr(sums, attr) + float((clip[key].float() * mb_mask).sum()))
             step_loss = dist.sum([step_loss])[0]  # the step's loss: each process holds its share
@@ -329,8 +421,8 @@ def policy_update(
             optimizer.zero_grad(set_to_none=True)
     t_update = time.perf_counter() - t0 - t_old
     sums = sums.reduced(dist)
-    n_all, *parts = dist.sum([n, losses["policy"], losses["kl"], losses["entropy"]])
-    losses.update(zip(("policy", "kl", "entropy"), parts, strict=True))  # "total" is summed per step already
+    n_all, *parts = dist.sum([n, losses["policy"], losses["kl"], losses["entropy"], losses["llds"]])
+    losses.update(zip(("policy", "kl", "entropy", "llds"), parts, strict=True))  # "total" is summed per step already
     tok = max(sums.tokens, 1.0)
     finite_norms = [g for g in grad_norms if math.isfinite(g)]
     metrics = {
@@ -346,6 +438,13 @@ def policy_update(
         "clip/low_frac": sums.clip_low / tok,
         "clip/high_frac": sums.clip_high / tok,
         "clip/dual_frac": sums.clip_dual / tok,
+        **({"clip/seq_frac": sums.clip_seq / tok} if config.importance_sampling_level != "token" else {}),
+        **({"cispo/capped_frac": sums.cispo_capped / tok} if config.policy_loss == "cispo" else {}),
+        **(
+            {"llds/penalised_frac": sums.llds_penalised / tok, "loss/llds": losses["llds"] / opt_steps}
+            if config.llds.enabled
+            else {}
+        ),
         "grad/norm": sum(finite_norms) / len(finite_norms) if finite_norms else float("nan"),
         "lr": scheduler.get_last_lr()[0],
         "time/old_logp": t_old,

@@ -4,7 +4,8 @@ Deng et al. 2025, arXiv:2505.18830, Fig. 1 and 4 (ALGORITHMS.md 2.3): for each p
 mixed group sampled once from theta_0, reset to theta_0, do one update on that group alone and report
 Delta(x) = mean over its correct responses of ln pi_after(y+|x) - ln pi_before(y+|x). Variants:
 ``grpo``, ``pos_only``, ``nthr`` (beta 1, eta 0) and ``random`` (per wrong response, as many random tokens
-as NTHR chose there lose their penalty). The update is one step of a fresh AdamW with the run's learning
+as NTHR chose there lose their penalty); ``nthr_beta0`` / ``random_beta0`` the same with beta 0 (every
+token with a positive score). The update is one step of a fresh AdamW with the run's learning
 rate, weight decay, gradient clip and ``loss_type`` [neggrad choice; the paper gives no probe optimizer].
 """
 
@@ -29,6 +30,8 @@ VARIANTS: dict[str, dict] = {
     "pos_only": {"clamp_negative_advantages": True},
     "nthr": {"nthr": {"enabled": True, "beta": 1.0, "eta": 0.0}},
     "random": {"nthr": {"enabled": True, "beta": 1.0, "eta": 0.0, "control": "random"}},
+    "nthr_beta0": {"nthr": {"enabled": True, "beta": 0.0, "eta": 0.0}},
+    "random_beta0": {"nthr": {"enabled": True, "beta": 0.0, "eta": 0.0, "control": "random"}},
 }
 """Probe variants as config changes on top of the run's config (ALGORITHMS.md 2.3)."""
 
