@@ -126,3 +126,27 @@ def test_conflicting_options_are_refused(overrides, message):
 
 def test_judge_strategy_turns_feedback_on():
     assert build_config({}, ["zero_variance.all_wrong=judge", "feedback.step_split=testbed"]).feedback.enabled
+
+
+OPTIONS = {
+    **{f"all_wrong={s}": [f"zero_variance.all_wrong={s}"] for s in ("keep", "ngrpo", "nsr", "w_reinforce", "rl_zvp")},
+    "all_wrong=lens": ["zero_variance.all_wrong=lens", PARITY],
+    "all_wrong=drop": ["zero_variance.all_wrong=drop", "refill=true", PARITY],
+    "all_wrong=judge": ["zero_variance.all_wrong=judge", "feedback.step_split=testbed"],
+    "all_correct=rl_zvp": ["zero_variance.all_correct=rl_zvp", PARITY],
+    "thr": ["thr.enabled=true", PARITY],
+    "llds": ["llds.enabled=true", "num_iterations=2", PARITY],
+    "gspo": ["importance_sampling_level=sequence", "epsilon=3e-4", "epsilon_high=4e-4", PARITY],
+    "gspo_token+nthr": ["importance_sampling_level=sequence_token", "method=nthr", PARITY],
+    "cispo": ["policy_loss=cispo", "epsilon_high=5.0", PARITY],
+    "random_reward": ["random_reward.enabled=true"],
+}
+
+
+@pytest.mark.parametrize("name", list(OPTIONS))
+def test_every_strategy_and_option_trains_20_steps(tmp_path, name):
+    lines, before, after = run(tmp_path, *OPTIONS[name], steps=20)
+    assert [line["step"] for line in lines] == list(range(1, 21))
+    trained = [line for line in lines if line["batch/completions"]]
+    assert all(torch.isfinite(torch.tensor(line["loss/total"])) for line in trained), name
+    assert not any(line["update/skipped"] for line in lines), name

@@ -9,6 +9,7 @@ import json
 
 import pytest
 import torch
+import yaml
 
 from neggrad.config import build_config
 from neggrad.methods import PRESETS
@@ -21,14 +22,14 @@ def parity(completions: list[str], answers: list[str]) -> list[bool]:
     return [len(c) % 2 == 0 for c in completions]
 
 
-def run(tmp_path, method, *extra):
+def run(tmp_path, method, *extra, steps=20):
     cfg = build_config(
         {},
         [
             *TINY,
             f"method={method}",
             "reward.kind=tests.test_methods_e2e:parity",
-            "max_steps=2",
+            f"max_steps={steps}",
             "eval_steps=0",
             "save_steps=0",
             "lld.probe_size=0",
@@ -45,8 +46,12 @@ def run(tmp_path, method, *extra):
 
 @pytest.mark.parametrize("method", list(PRESETS))
 def test_every_preset_trains(tmp_path, method):
-    summary, lines, moved = run(tmp_path, method)
-    assert summary["status"] == "completed" and summary["steps"] == 2
+    summary, lines, moved = run(tmp_path, method)  # 20 steps (issue 4 acceptance)
+    assert summary["status"] == "completed" and summary["steps"] == 20
+    saved = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    for key, value in PRESETS[method].values.items():  # the run directory records the expanded settings
+        if not isinstance(value, dict) and value != "L//5":
+            assert saved[key] == value, key
     trained = [line for line in lines if line["batch/completions"]]
     assert trained, "no step had a batch to train on"
     assert all(torch.isfinite(torch.tensor(line["loss/total"])) for line in trained)
@@ -66,7 +71,7 @@ def test_every_preset_trains(tmp_path, method):
 
 
 def test_nthr_preset_scores_mixed_groups_and_logs_tokens(tmp_path):
-    summary, lines, moved = run(tmp_path, "nthr", "num_samples_logged=4")
+    summary, lines, moved = run(tmp_path, "nthr", "num_samples_logged=4", steps=2)
     assert sum(line["nthr/groups"] for line in lines) > 0
     assert all(0.0 <= line["nthr/selected_frac"] <= 1.0 for line in lines)
     sample = json.loads((tmp_path / "samples" / "step-1.jsonl").read_text().splitlines()[0])

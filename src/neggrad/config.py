@@ -239,6 +239,9 @@ class SFTConfig(_Section):
 
     enabled: bool = True
     """Run (or load from cache) the warm start before RL. Only for the testbed model."""
+    seed: int | None = None
+    """Seed of the warm start (model init and SFT data order); null = the run's seed. Set it (e.g. 0) to
+    start every RL seed from one shared policy: cheaper comparisons, seed spread from RL alone."""
     target_accuracy: float = Field(0.4, gt=0, le=1)
     """Stop as soon as greedy accuracy on the SFT check set reaches this; RL then starts from a policy
     whose groups mostly mix right and wrong answers."""

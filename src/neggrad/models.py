@@ -193,7 +193,8 @@ def _base_model(config: Config, device: torch.device, dtype, progress) -> tuple[
     from neggrad.testbed.tokenizer import build_tokenizer
 
     if config.sft.enabled:
-        ws = warm_start(mc.testbed, config.task, config.sft, seed=config.seed, progress=progress)
+        sft_seed = config.seed if config.sft.seed is None else config.sft.seed
+        ws = warm_start(mc.testbed, config.task, config.sft, seed=sft_seed, progress=progress)
         model, tokenizer = _load_testbed_folder(ws.path)
         return model, tokenizer, {"sft_accuracy": ws.accuracy, "sft_steps": ws.steps, "sft_cached": ws.cached}
     tokenizer = build_tokenizer()

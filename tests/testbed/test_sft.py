@@ -100,3 +100,17 @@ def test_right_padding_is_refused():
     tokenizer.padding_side = "right"
     with pytest.raises(ValueError, match="padding_side='left'"):
         greedy_completions(None, tokenizer, ["Q: 1+2="], max_new_tokens=4)
+
+
+def test_sft_seed_shares_one_warm_start_across_run_seeds():
+    from neggrad.config import build_config
+    from neggrad.testbed.sft import cache_key
+
+    def key(*overrides):
+        cfg = build_config({}, list(overrides))
+        seed = cfg.seed if cfg.sft.seed is None else cfg.sft.seed
+        return cache_key(cfg.model.testbed, cfg.task, cfg.sft, seed=seed)
+
+    assert key("seed=0") == key("seed=3", "sft.seed=0")  # a shared warm start for every RL seed
+    assert key("seed=1") != key("seed=0")
+    assert key("seed=1") == key("seed=1", "sft.seed=null")  # the key of caches made before sft.seed existed

@@ -78,7 +78,7 @@ def cache_key(model_cfg: TestbedModelConfig, task_cfg: TaskConfig, sft_cfg: SFTC
     settings = {
         "model": model_cfg.model_dump(mode="json"),
         "task": task_cfg.model_dump(mode="json"),
-        "sft": sft_cfg.model_dump(mode="json", exclude={"cache_dir"}),
+        "sft": sft_cfg.model_dump(mode="json", exclude={"cache_dir", "seed"}),  # the seed used is below
         "seed": seed,
         "version": TESTBED_VERSION,
     }
@@ -263,7 +263,7 @@ def warm_start(
             "testbed_version": TESTBED_VERSION,
             "model": model_cfg.model_dump(mode="json"),
             "task": task_cfg.model_dump(mode="json"),
-            "sft": sft_cfg.model_dump(mode="json", exclude={"cache_dir"}),
+            "sft": sft_cfg.model_dump(mode="json", exclude={"cache_dir", "seed"}),  # the seed used is "seed"
         }
         (staging / "meta.json").write_text(json.dumps(meta, indent=2))  # written last: marks the folder complete
         if folder.exists():
