@@ -1,6 +1,7 @@
 """Loading the policy: the testbed (built locally, SFT warm start cached) or a Hugging Face model.
 
-A Hugging Face model comes from a hub id or a local folder (or a GGUF file in either), in ``model.dtype``, on
+A Hugging Face model comes from a hub id or a local folder (or a GGUF file in either; ``pkg://PACKAGE`` names an
+installed package's folder, :mod:`neggrad.paths`), in ``model.dtype``, on
 ``model.device``, optionally with gradient checkpointing and LoRA adapters (``model.lora``). With LoRA only the
 adapters train, and the KL reference is the policy with its adapters switched off (:func:`reference_model`), so
 no second copy of the weights exists. A LoRA checkpoint holds the adapters only; resuming rebuilds the base the
@@ -19,6 +20,7 @@ from pathlib import Path
 import torch
 
 from neggrad.config import Config, ConfigError, LoraConfig, ModelConfig
+from neggrad.paths import resolve_package_path
 
 logger = logging.getLogger(__name__)
 
@@ -186,7 +188,8 @@ def _base_model(config: Config, device: torch.device, dtype, progress) -> tuple[
     """The policy as a fresh run starts it, before adapters: testbed (with its warm start) or hub / folder."""
     mc = config.model
     if mc.name_or_path != "testbed":
-        model, tokenizer = _load_hf(mc.name_or_path, mc, dtype=dtype, gguf_file=mc.gguf_file)
+        source = resolve_package_path(mc.name_or_path, key="model.name_or_path")  # pkg://PACKAGE: its folder
+        model, tokenizer = _load_hf(source, mc, dtype=dtype, gguf_file=mc.gguf_file)
         return model, tokenizer, {}
     from neggrad.testbed.model import build_model
     from neggrad.testbed.sft import warm_start

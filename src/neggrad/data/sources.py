@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from neggrad.paths import is_package_path, resolve_package_path
 from neggrad.rewards.math import last_boxed
 
 logger = logging.getLogger(__name__)
@@ -46,8 +47,22 @@ class MathExample:
     """A worked reference solution, when the data has one."""
 
 
+def split_json_key(source: str) -> tuple[str, str | None]:
+    """``"file.json#problems"`` -> ``("file.json", "problems")``: the rows are under that top-level key of the file.
+
+    Only for .json names (a file whose real name holds "#" is read as it is); anything else -> ``(source, None)``.
+    """
+    base, sep, key = source.rpartition("#")
+    if sep and key and Path(base).suffix.lower() == ".json" and not Path(source).is_file():
+        return base, key
+    return source, None
+
+
 def is_local(source: str) -> bool:
-    """True when ``source`` names a local file (existing, or with a data-file suffix) rather than a hub id."""
+    """True when ``source`` names a local file (existing, with a data-file suffix, or ``pkg://``) not a hub id."""
+    if is_package_path(source):
+        return True
+    source = split_json_key(source)[0]
     return Path(source).suffix.lower() in LOCAL_SUFFIXES or Path(source).is_file()
 
 
@@ -55,9 +70,12 @@ def read_local(path: str | Path) -> list[dict]:
     """Rows of a .jsonl (one object per line), .json or .parquet file.
 
     A .json file may hold a list of objects, an object with one list of objects in it (``{"data": [...]}``), or an
-    object of objects keyed by id (each row then gets the key as ``"id"`` unless it has one).
+    object of objects keyed by id (each row then gets the key as ``"id"`` unless it has one); ``file.json#key``
+    reads the value under ``key`` that way (e.g. ``v0.json#problems`` of the CHAMP data set). ``pkg://PACKAGE/...``
+    names a file inside an installed package (:mod:`neggrad.paths`).
     """
-    path = Path(path)
+    path, json_key = split_json_key(str(path))
+    path = Path(resolve_package_path(path, key="data source"))
     if not path.is_file():
         raise FileNotFoundError(f"data file not found: {path}")
     suffix = path.suffix.lower()
@@ -75,6 +93,11 @@ def read_local(path: str | Path) -> list[dict]:
             data = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as err:
             raise ValueError(f"{path} is not valid JSON (line {err.lineno}: {err.msg})") from None
+        if json_key is not None:
+            if not isinstance(data, dict) or json_key not in data:
+                keys = ", ".join(map(str, data)) if isinstance(data, dict) else f"none (a {type(data).__name__})"
+                raise ValueError(f"{path} has no top-level key {json_key!r}; its keys: {keys}")
+            data = data[json_key]
         if isinstance(data, dict):
             lists = [v for v in data.values() if isinstance(v, list)]
             if len(lists) == 1:
