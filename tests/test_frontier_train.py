@@ -140,6 +140,7 @@ OPTIONS = {
     "gspo_token+nthr": ["importance_sampling_level=sequence_token", "method=nthr", PARITY],
     "cispo": ["policy_loss=cispo", "epsilon_high=5.0", PARITY],
     "random_reward": ["random_reward.enabled=true"],
+    "all_wrong=hint": ["zero_variance.all_wrong=hint", "reward.kind=tests.test_hints_train:starts_like_a_step"],
 }
 
 

@@ -131,6 +131,16 @@ def cmd_train(args) -> int:
             raise UsageError("neggrad train needs --config FILE (or --resume RUN_DIR); try `neggrad demo`")
         config = resolve_config(args.config, args.overrides)
         run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(config)
+    if getattr(args, "dry_run", False):
+        from neggrad.plan import build_plan, format_plan
+
+        try:
+            plan = build_plan(config)
+        except (ImportError, ValueError) as err:  # a data file that cannot be read, a missing package
+            raise UsageError(str(err)) from None
+        print(format_plan(plan), end="")
+        print(f"run directory: {run_dir} (not created)")
+        return 0
     summary = run_training(config, run_dir, resume=bool(args.resume))
     if _worker_rank() > 0:
         return 0
@@ -397,6 +407,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="YAML config file, or a bundled name such as testbed/demo")
     p.add_argument("--run-dir", help="where the run is written (default runs/METHOD-TIME)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the resolved plan (model, data, steps, memory estimate per GPU) without loading weights",
+    )
     p.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. learning_rate=1e-5")
     p.set_defaults(func=cmd_train)
 

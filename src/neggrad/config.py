@@ -468,10 +468,13 @@ class ZeroVarianceConfig(_Section):
     """What to do with groups whose answers are all wrong or all right (FRONTIER.md 0), judged on binary
     correctness. "preset" leaves it to the method's keys (group_filter, advantage_estimator, feedback)."""
 
-    all_wrong: Literal["preset", "keep", "drop", "ngrpo", "nsr", "w_reinforce", "rl_zvp", "lens", "judge"] = "preset"
+    all_wrong: Literal["preset", "keep", "drop", "ngrpo", "nsr", "w_reinforce", "rl_zvp", "lens", "judge", "hint"] = (
+        "preset"
+    )
     """keep: no gradient (GRPO); drop: filter out (refill as configured); ngrpo: virtual max-reward sample;
     nsr / w_reinforce: A = -1; rl_zvp: entropy-scaled token advantages; lens: confidence-calibrated penalty;
-    judge: step-wise judge feedback (turns feedback on)."""
+    judge: step-wise judge feedback (turns feedback on); hint: re-generate with the reference solution's first
+    steps as a response prefix (hint section)."""
     all_correct: Literal["preset", "keep", "drop", "rl_zvp"] = "preset"
     """keep: no gradient; drop: filter out; rl_zvp: A = alpha * token entropy (arXiv:2509.21880)."""
 
@@ -517,6 +520,27 @@ class LLDSConfig(_Section):
     gate: Literal["response", "token"] = "response"
     """response: only responses whose total log-likelihood fell (Eq. 10; for single-turn math the paper's
     action gate equals it); token: every token whose log-prob fell (Eq. 9)."""
+
+
+class HintConfig(_Section):
+    """Guidance for groups nobody solves (FRONTIER.md 5): G - 1 answers of an all-wrong group are re-generated
+    with the reference solution's first k steps written at the start of the response, k rising in a ladder
+    until one is right. The hint tokens are trained with LUFFY's shaped loss (arXiv:2504.14945 Eq. 6), never
+    as the policy's own samples."""
+
+    fractions: list[float] = Field(default_factory=lambda: [0.25, 0.5, 0.75])
+    """Ladder: k = min(ceil(f * S), S - 1) for each f, S = the reference's steps (the last step, the answer,
+    is never given)."""
+    gamma: float = Field(0.1, gt=0, allow_inf_nan=False)
+    """LUFFY's shaping constant: hint-token loss -A * pi / (pi + gamma)."""
+    warmup_steps: int = Field(0, ge=0)
+    """Steps without hints at the start of training."""
+
+    @model_validator(mode="after")
+    def _check(self) -> HintConfig:
+        if not self.fractions or not all(0.0 < f < 1.0 for f in self.fractions):
+            raise ValueError(f"hint.fractions must be a non-empty list of numbers in (0, 1), got {self.fractions}")
+        return self
 
 
 class RandomRewardConfig(_Section):
@@ -643,6 +667,7 @@ class Config(_Section):
     thr: THRConfig = Field(default_factory=THRConfig)
     llds: LLDSConfig = Field(default_factory=LLDSConfig)
     random_reward: RandomRewardConfig = Field(default_factory=RandomRewardConfig)
+    hint: HintConfig = Field(default_factory=HintConfig)
 
     # ---- loss
     policy_loss: Literal["clipped", "logp", "cispo"] = "clipped"
@@ -805,6 +830,12 @@ class Config(_Section):
                     f"baseline, as NGRPO does), got advantage_estimator={self.advantage_estimator!r}, "
                     f"reward_scheme={self.reward_scheme!r}"
                 )
+        if zv.all_wrong == "hint" and self.rollout.backend != "hf":
+            raise ValueError(
+                "zero_variance.all_wrong=hint re-generates with a response prefix: needs rollout.backend hf"
+            )
+        if zv.all_wrong == "hint" and self.random_reward.enabled:
+            raise ValueError("random_reward ignores the answers; it cannot be combined with hints (they use them)")
         if self.random_reward.enabled and self.feedback.enabled:
             raise ValueError("random_reward ignores the answers; it cannot be combined with the judge (feedback)")
         if self.llds.enabled and self.num_iterations == 1 and self.steps_per_generation == 1:

@@ -24,6 +24,7 @@ from neggrad.distributed import SINGLE, Dist
 from neggrad.feedback.build import judge_for
 from neggrad.feedback.judge import Judge
 from neggrad.feedback.repair import FeedbackStats, GroupRepair, judge_problem, judge_reference, repair_all_wrong
+from neggrad.hinting import HintStats, hint_all_wrong
 from neggrad.rollout.hf import Rollout, concat
 
 
@@ -41,6 +42,7 @@ class TrainBatch:
     stats: dict  # metrics of the sampling stage (sampled-group fractions, rounds, timings)
     zvp: Tensor | None = None  # (B,) RL-ZVP rows: +1 all-correct group, -1 all-wrong group, 0 other
     lens: Tensor | None = None  # (P,) groups whose advantages LENS recomputes from the old policy's confidence
+    hinted: Tensor | None = None  # (P,) groups re-generated with hints (left out of LLD and NTHR)
 
 
 def sequence_advantages(config: Config, rewards: Tensor, correct: Tensor) -> Tensor:
@@ -157,11 +159,12 @@ def collect_batch(
     if feedback.enabled and judge is None:
         judge = judge_for(feedback)
     judge_stats = FeedbackStats()
-    kept_parts: list[tuple[Rollout, list, Tensor, Tensor, Tensor]] = []
+    kept_parts: list[tuple[Rollout, list, Tensor, Tensor, Tensor, Tensor]] = []
     kept = 0
     counts = {"all_correct": 0, "all_wrong": 0, "mixed": 0}
     sampled_correct, dropped, rounds = [], 0, 0
     control: list[tuple[float, float]] = []  # random_reward: (rate, agreement with the verifier) per round
+    hints = HintStats()
     t_gen = t_score = 0.0
     max_rounds = config.max_generation_rounds if config.refill else 1
     while rounds < max_rounds and dist.any(kept < P):
@@ -186,6 +189,9 @@ def collect_batch(
             correct = flips
         for name, mask in group_kinds(correct).items():
             counts[name] += int(mask.sum())
+        hinted = torch.zeros(P, dtype=torch.bool)
+        if config.zero_variance.all_wrong == "hint" and step > config.hint.warmup_steps:
+            rollout, correct, hinted = hint_all_wrong(config, rollout_engine, task, examples, rollout, correct, hints)
         repair = None
         if feedback.enabled:  # judge repair of the all-wrong groups (ALGORITHMS.md 5.3)
             repair = repair_all_wrong(
@@ -207,7 +213,14 @@ def collect_batch(
             judged = repair.rewards[take] if repair is not None else torch.zeros(len(take), G)  # (len(take), G)
             repaired = repair.repaired[take] if repair is not None else torch.zeros(len(take), dtype=torch.bool)
             kept_parts.append(
-                (rollout.select(rows), [examples[i] for i in take.tolist()], correct[take], judged, repaired)
+                (
+                    rollout.select(rows),
+                    [examples[i] for i in take.tolist()],
+                    correct[take],
+                    judged,
+                    repaired,
+                    hinted[take],
+                )
             )
         t_score += time.perf_counter() - t1
         t_gen += t1 - t0
@@ -227,6 +240,13 @@ def collect_batch(
         "groups/batch_short": int(short > 0),
         "time/generate": t_gen,
     }
+    if config.zero_variance.all_wrong == "hint":
+        m = hints.metrics()
+        keys = ["hint/groups", "hint/solved", "hint/unsolved", "hint/unhintable", "hint/extra_generations"]
+        totals = dist.sum([m[k] for k in keys] + m["hint/solved_at_rung"])  # counts over processes
+        stats.update({k: int(v) for k, v in zip(keys, totals[: len(keys)], strict=True)})
+        stats["hint/solved_at_rung"] = [int(v) for v in totals[len(keys) :]]
+        stats["time/hint"] = m["time/hint"]
     if control:
         stats["control/rate"] = sum(r for r, _ in control) / len(control)
         stats["control/agreement"] = sum(a for _, a in control) / len(control)
@@ -283,5 +303,6 @@ def collect_batch(
         stats=stats,
         zvp=zvp,
         lens=lens,
+        hinted=torch.cat([p[5] for p in kept_parts]),
     )
     return batch, cursor

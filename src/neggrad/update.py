@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from neggrad.config import Config
+from neggrad.core.hints import shaped_offpolicy_loss
 from neggrad.core.llds import llds_token_loss
 from neggrad.core.logprobs import token_logprobs
 from neggrad.core.losses import (
@@ -123,8 +124,9 @@ class UpdateResult:
 class _NTHR:
     """Applies NTHR group by group while a micro-batch's logits and hidden states are in memory."""
 
-    def __init__(self, config: Config, token_adv: Tensor, mask: Tensor, correct: Tensor):
+    def __init__(self, config: Config, token_adv: Tensor, mask: Tensor, correct: Tensor, skip: Tensor | None = None):
         self.cfg, self.token_adv, self.mask, self.correct = config, token_adv, mask, correct
+        self.skip = skip  # (B,) rows of hinted groups: their hint tokens are not the policy's own answers
         self.scores = torch.zeros_like(mask)  # (B, T)
         self.selected = torch.zeros(mask.shape, dtype=torch.bool)  # (B, T)
         self.row_tau = torch.full(mask.shape[:1], float("nan"))  # (B,)
@@ -142,6 +144,8 @@ class _NTHR:
         for g0 in range(0, len(idx), G):
             rows = idx[g0 : g0 + G]
             local = slice(g0, g0 + G)
+            if self.skip is not None and bool(self.skip[rows].any()):
+                continue
             result = nthr_group(
                 logits[local].detach(),
                 hidden[local].detach(),
@@ -306,11 +310,12 @@ def policy_update(
     success = batch.correct.view(-1, G).float().mean(dim=1).repeat_interleave(G)[batch.rows]  # (B,) group p
     token_adv = seq_adv[:, None].expand_as(mask).contiguous()  # (B, T)
     n = mask.shape[0]
+    hinted = batch.hinted.repeat_interleave(G)[batch.rows] if batch.hinted is not None else None  # (B,)
     nthr = None
     if config.nthr.enabled or config.thr.enabled:
         if not bool(batch.rows.all()):
             raise ValueError("NTHR needs whole groups: this method drops rows from its groups")
-        nthr = _NTHR(config, token_adv, mask, correct)
+        nthr = _NTHR(config, token_adv, mask, correct, skip=hinted)
     zvp = batch.zvp[batch.rows] if batch.zvp is not None else None  # (B,) RL-ZVP rows
     lens_groups = batch.lens if batch.lens is not None and bool(batch.lens.any()) else None  # (P,)
     grouped = nthr is not None or lens_groups is not None  # hooks that need whole groups per micro-batch
@@ -373,11 +378,16 @@ def policy_update(
                     if zvp is not None and bool(zvp[idx].any()):  # RL-ZVP: entropy of this forward, detached
                         mb_adv = _rl_zvp(config, mb_adv, entropy.detach(), mb_mask, zvp[idx].to(device))
                     policy, clip = _policy_token_loss(config, logp, old, mb_adv, mb_mask)
+                    off = mb.offpolicy.to(device) if mb.offpolicy is not None else None  # (b, T) hint tokens
+                    if off is not None and bool(off.any()):  # LUFFY's shaped loss, no ratio (FRONTIER.md 5)
+                        policy = torch.where(off, shaped_offpolicy_loss(logp, mb_adv, gamma=config.hint.gamma), policy)
+                        clip = {k: v & ~off for k, v in clip.items()}
                     token_loss = policy
                     parts = {"policy": aggregate_loss(policy, mb_mask, **agg)}
                     if config.llds.enabled:
+                        own = mb_mask if off is None else mb_mask * (~off).float()  # never the hint tokens
                         penalty, penalised = llds_token_loss(
-                            logp, old, mb_mask, seq_adv[idx].to(device), coef=config.llds.coef, gate=config.llds.gate
+                            logp, old, own, seq_adv[idx].to(device), coef=config.llds.coef, gate=config.llds.gate
                         )
                         token_loss = token_loss + penalty
                         parts["llds"] = aggregate_loss(penalty, mb_mask, **agg)
@@ -453,7 +463,8 @@ def policy_update(
     if nthr is not None:
         metrics.update(nthr.metrics(dist))
     if config.lld.enabled:
-        metrics.update(_lld(config, model, rollout, before, mask, correct, success, dist))
+        measured = correct if hinted is None else correct & ~hinted  # hinted answers are not the policy's own
+        metrics.update(_lld(config, model, rollout, before, mask, measured, success, dist))
     if nthr is None:
         return UpdateResult(metrics)
     return UpdateResult(

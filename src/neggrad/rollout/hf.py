@@ -21,6 +21,7 @@ class Rollout:
     completion_mask: Tensor  # (B, T) 1 up to and including the first EOS
     truncated: Tensor  # (B,) bool: no EOS within max_completion_length
     texts: list[str]  # (B,) decoded completions without EOS and padding
+    offpolicy: Tensor | None = None  # (B, T) bool: hint tokens written into the completion, not sampled
 
     @property
     def lengths(self) -> Tensor:
@@ -37,6 +38,7 @@ class Rollout:
             self.completion_mask[index],
             self.truncated[index],
             [self.texts[i] for i in index.tolist()],
+            None if self.offpolicy is None else self.offpolicy[index],
         )
 
 
@@ -77,7 +79,21 @@ def concat(parts: list[Rollout], pad_token_id: int) -> Rollout:
         torch.cat([right(p.completion_mask, t, 0) for p in parts]),
         torch.cat([p.truncated for p in parts]),
         [text for p in parts for text in p.texts],
+        _concat_offpolicy(parts, t),
     )
+
+
+def _concat_offpolicy(parts: list[Rollout], width: int) -> Tensor | None:
+    """The parts' off-policy masks side by side (all False for parts without one), or None if no part has one."""
+    if all(p.offpolicy is None for p in parts):
+        return None
+    masks = [
+        torch.zeros(p.completion_ids.shape, dtype=torch.bool, device=p.completion_ids.device)
+        if p.offpolicy is None
+        else p.offpolicy
+        for p in parts
+    ]
+    return torch.cat([torch.nn.functional.pad(m, (0, width - m.shape[1]), value=False) for m in masks])
 
 
 class HFRollout:
@@ -129,3 +145,41 @@ class HFRollout:
         completion_ids = completion_ids.masked_fill(completion_mask == 0, self.tokenizer.pad_token_id)
         texts = self.tokenizer.batch_decode(completion_ids, skip_special_tokens=True)
         return Rollout(prompt_ids, prompt_mask, completion_ids, completion_mask, truncated, texts)
+
+    @torch.no_grad()
+    def generate_with_prefix(self, prompt: str, prefix: str, *, num_generations: int) -> Rollout:
+        """``num_generations`` continuations of ``prompt`` whose response starts with ``prefix`` (a hint).
+
+        The prefix is tokenized on its own and appended to the prompt's ids, so the completion the trainer sees
+        (``prefix ids + sampled ids``) is exactly what the model was conditioned on; ``offpolicy`` marks the
+        prefix tokens. The sampled part may be shortened so the completion fits ``max_completion_length``.
+        """
+        device = next(self.model.parameters()).device
+        p_ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        h_ids = self.tokenizer(prefix, add_special_tokens=False)["input_ids"][: self.max_completion_length - 1]
+        ids = torch.tensor([p_ids + h_ids] * num_generations, device=device)  # (G, Tp + Th), no padding needed
+        was_training = self.model.training
+        self.model.eval()
+        out = self.model.generate(
+            input_ids=ids,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=self.max_completion_length - len(h_ids),
+            do_sample=True,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            top_k=0,
+            eos_token_id=self.tokenizer.eos_token_id,
+            pad_token_id=self.tokenizer.pad_token_id,
+            use_cache=True,
+        )
+        self.model.train(was_training)
+        completion_ids = out[:, len(p_ids) :]  # (G, Th + new): the prefix, then the sampled tokens
+        completion_mask, truncated = completion_mask_from_ids(completion_ids, self.tokenizer.eos_token_id)
+        completion_ids = completion_ids.masked_fill(completion_mask == 0, self.tokenizer.pad_token_id)
+        offpolicy = torch.zeros(completion_ids.shape, dtype=torch.bool, device=device)
+        offpolicy[:, : len(h_ids)] = True
+        texts = self.tokenizer.batch_decode(completion_ids, skip_special_tokens=True)
+        prompt_ids = torch.tensor([p_ids] * num_generations, device=device)
+        return Rollout(
+            prompt_ids, torch.ones_like(prompt_ids), completion_ids, completion_mask, truncated, texts, offpolicy
+        )
