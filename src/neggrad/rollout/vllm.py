@@ -322,8 +322,10 @@ class VLLMRollout:
         else:
             import_vllm()
             dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
+            from neggrad.paths import resolve_package_path  # noqa: PLC0415
+
             engine = _Colocated(
-                config.model.name_or_path,
+                resolve_package_path(config.model.name_or_path, key="model.name_or_path"),
                 vcfg,
                 dtype=dtype,
                 seed=config.seed,
