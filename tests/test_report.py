@@ -127,6 +127,13 @@ def test_which_configs_learn_from_all_wrong_groups(estimator, reward_scheme, gro
     assert learns_from_all_wrong(config) is learns
 
 
+def test_judge_and_zero_variance_strategies_learn_from_all_wrong_groups():
+    base = {"advantage_estimator": "grpo", "reward_scheme": "binary", "group_filter": "none"}
+    assert learns_from_all_wrong({**base, "feedback": {"enabled": True}}) is True
+    assert learns_from_all_wrong({**base, "zero_variance": {"all_wrong": "rl_zvp"}}) is True
+    assert learns_from_all_wrong({**base, "zero_variance": {"all_wrong": "drop"}}) is False
+
+
 def _write_run(folder, run):
     folder.mkdir(parents=True)
     (folder / "config.yaml").write_text(yaml.safe_dump(run.config))

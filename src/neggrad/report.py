@@ -137,7 +137,12 @@ def learns_from_all_wrong(config: dict) -> bool:
     correct completions only. NGRPO, NSR and W-REINFORCE (and Reinforce-Rej with +-1 rewards) do give
     wrong answers in such a group a negative advantage, unless ``group_filter: zero_std`` drops the group
     first (DAPO, Reinforce-Rej's preset). Correctness only: an overlong penalty's variance is not counted.
+    A ``zero_variance.all_wrong`` strategy other than keep / drop, or judge feedback, gives such groups a
+    gradient whatever the estimator (issue 9's switch, ALGORITHMS.md 5).
     """
+    strategy = (config.get("zero_variance") or {}).get("all_wrong", "preset")
+    if strategy not in ("preset", "keep", "drop") or (config.get("feedback") or {}).get("enabled"):
+        return True
     estimator = config.get("advantage_estimator")
     variance_free = estimator in LEARNS_FROM_ALL_WRONG or (
         estimator == "reinforce_rej" and config.get("reward_scheme") == "pm1"
@@ -387,7 +392,8 @@ HOW_TO_READ = [
     f"default target is the best method's mean start accuracy + {TARGET_MARGIN} (capped at 1); --target sets it.",
     "All-wrong groups learned from: the mean fraction of sampled groups whose completions were all wrong "
     "(groups/all_wrong_frac), counted only for methods that give such a group a gradient (advantage_estimator "
-    "ngrpo, nsr or w_reinforce, or reinforce_rej with +-1 rewards, and no group_filter zero_std). GRPO-style "
+    "ngrpo, nsr or w_reinforce, or reinforce_rej with +-1 rewards, and no group_filter zero_std; or judge feedback, "
+    "or a zero_variance.all_wrong strategy other than keep / drop). GRPO-style "
     "centring gives an all-wrong group zero advantage and DAPO drops it, so they score 0: this column is the "
     "share of the batch that only the negative-sample methods use. s / step: mean wall time of a training step.",
     "Displaced correct (LLD): over all steps, the mean fraction of the correct completions a step trained on "
