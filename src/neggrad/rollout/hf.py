@@ -140,11 +140,19 @@ class HFRollout:
             **sampling,
         )
         self.model.train(was_training)
-        completion_ids = out[:, prompt_ids.shape[1] :]  # (B, T)
+        completion_ids, completion_mask, truncated, texts = self._completions(out[:, prompt_ids.shape[1] :])
+        return Rollout(prompt_ids, prompt_mask, completion_ids, completion_mask, truncated, texts)
+
+    def _completions(self, completion_ids: Tensor) -> tuple[Tensor, Tensor, Tensor, list[str]]:
+        """(B, T) generated ids -> ids padded after the first EOS, their mask, ``truncated`` and the texts."""
         completion_mask, truncated = completion_mask_from_ids(completion_ids, self.tokenizer.eos_token_id)
         completion_ids = completion_ids.masked_fill(completion_mask == 0, self.tokenizer.pad_token_id)
-        texts = self.tokenizer.batch_decode(completion_ids, skip_special_tokens=True)
-        return Rollout(prompt_ids, prompt_mask, completion_ids, completion_mask, truncated, texts)
+        return (
+            completion_ids,
+            completion_mask,
+            truncated,
+            self.tokenizer.batch_decode(completion_ids, skip_special_tokens=True),
+        )
 
     @torch.no_grad()
     def generate_with_prefix(self, prompt: str, prefix: str, *, num_generations: int) -> Rollout:
@@ -173,12 +181,10 @@ class HFRollout:
             use_cache=True,
         )
         self.model.train(was_training)
-        completion_ids = out[:, len(p_ids) :]  # (G, Th + new): the prefix, then the sampled tokens
-        completion_mask, truncated = completion_mask_from_ids(completion_ids, self.tokenizer.eos_token_id)
-        completion_ids = completion_ids.masked_fill(completion_mask == 0, self.tokenizer.pad_token_id)
+        # (G, Th + new): the prefix, then the sampled tokens
+        completion_ids, completion_mask, truncated, texts = self._completions(out[:, len(p_ids) :])
         offpolicy = torch.zeros(completion_ids.shape, dtype=torch.bool, device=device)
         offpolicy[:, : len(h_ids)] = True
-        texts = self.tokenizer.batch_decode(completion_ids, skip_special_tokens=True)
         prompt_ids = torch.tensor([p_ids] * num_generations, device=device)
         return Rollout(
             prompt_ids, torch.ones_like(prompt_ids), completion_ids, completion_mask, truncated, texts, offpolicy
