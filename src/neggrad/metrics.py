@@ -62,6 +62,7 @@ METRICS: dict[str, str] = {
     "time/update": "seconds in forward/backward and optimizer steps",
     "time/eval": "seconds evaluating (steps with an evaluation only)",
     "time/step": "seconds for the whole step",
+    "memory/peak_gb": "peak GPU memory allocated by torch during the step, GiB (CUDA only; this process's)",
     "time/nthr": "seconds scoring tokens for NTHR (part of time/update or time/old_logp)",
     "time/lld": "seconds in the LLD after-update pass",
     "nthr/groups": "mixed groups NTHR scored this step",

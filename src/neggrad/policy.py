@@ -22,6 +22,7 @@ def completion_forward(model, rollout: Rollout, *, return_hidden: bool = False) 
         ``(logits, hidden)``: (B, T, V) logits, row i column t predicting ``rollout.completion_ids[i, t]``,
         and (B, T, H) hidden states at the same positions (None unless ``return_hidden``).
     """
+    rollout = rollout.to(next(model.parameters()).device)  # batches live on the CPU (Rollout.to)
     input_ids = torch.cat([rollout.prompt_ids, rollout.completion_ids], dim=1)  # (B, Tp + T)
     attention_mask = torch.cat([rollout.prompt_mask, rollout.completion_mask], dim=1)  # (B, Tp + T)
     position_ids = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)  # (B, Tp + T)

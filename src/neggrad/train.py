@@ -254,6 +254,10 @@ class Trainer:
             record.update(self.probe.metrics(self.model, cfg))
             record["time/lld"] = record.get("time/lld", 0.0) + time.perf_counter() - t1
         record["time/step"] = time.perf_counter() - t0
+        device = next(self.model.parameters()).device
+        if device.type == "cuda":  # this step's peak, then reset for the next
+            record["memory/peak_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
+            torch.cuda.reset_peak_memory_stats(device)
         record.update(self._slowest_times(record))
         if self.metrics is not None:
             self.metrics.write(record)

@@ -228,8 +228,9 @@ def _pass_logp(model, rollout: Rollout, rows: list[Tensor], temperature: float, 
     """No-grad per-token log-probs of every row, micro-batch by micro-batch: (B, T). With ``nthr``, the
     rows must be group-aligned and NTHR is applied from the same forward (no extra pass)."""
     out = torch.zeros(rollout.completion_ids.shape, dtype=torch.float32)
+    device = next(model.parameters()).device
     for idx in rows:
-        mb = rollout.select(idx)
+        mb = rollout.select(idx).to(device)
         logits, hidden = completion_forward(model, mb, return_hidden=nthr is not None)
         out[idx] = token_logprobs(logits, mb.completion_ids, temperature=temperature).cpu()
         if nthr is not None:
@@ -357,7 +358,7 @@ def policy_update(
             if not step_rows:
                 _zero_backward(forward, device, dist)
             for k, idx in enumerate(step_rows):
-                mb = rollout.select(idx)
+                mb = rollout.select(idx).to(device)
                 inline_nthr = nthr is not None and not need_old
                 with dist.no_sync(sync=k == len(step_rows) - 1):  # gradients are synchronised once per step
                     logits, hidden = completion_forward(forward, mb, return_hidden=inline_nthr)  # (b, T, V), (b, T, H)

@@ -142,11 +142,12 @@ class ProbeSet:
         was_training = model.training
         model.eval()
         out = []
+        device = next(model.parameters()).device
         with torch.no_grad():
             for idx in torch.arange(len(self.prompts)).split(config.per_device_train_batch_size):
-                mb = rollout.select(idx)
+                mb = rollout.select(idx).to(device)
                 lp = token_logprobs(completion_logits(model, mb), mb.completion_ids, temperature=config.temperature)
-                out.append((lp.cpu() * mb.completion_mask.float()).sum(dim=1))
+                out.append((lp * mb.completion_mask.float()).sum(dim=1).cpu())
         model.train(was_training)
         return torch.cat(out)
 

@@ -28,6 +28,21 @@ class Rollout:
         """(B,) completion tokens, EOS included."""
         return self.completion_mask.sum(dim=1)
 
+    def to(self, device: torch.device | str) -> Rollout:
+        """The same completions with every tensor on ``device`` (a no-op copy-free view where they already are).
+
+        Convention: a batch lives on the CPU (indexing, concatenating refill rounds, per-row bookkeeping);
+        a micro-batch moves to the model's device just before a forward pass."""
+        return Rollout(
+            self.prompt_ids.to(device),
+            self.prompt_mask.to(device),
+            self.completion_ids.to(device),
+            self.completion_mask.to(device),
+            self.truncated.to(device),
+            self.texts,
+            None if self.offpolicy is None else self.offpolicy.to(device),
+        )
+
     def select(self, rows: Tensor) -> Rollout:
         """The completions at ``rows`` (a (B,) bool mask or index tensor)."""
         index = rows.nonzero().squeeze(1) if rows.dtype == torch.bool else rows
@@ -141,7 +156,7 @@ class HFRollout:
         )
         self.model.train(was_training)
         completion_ids, completion_mask, truncated, texts = self._completions(out[:, prompt_ids.shape[1] :])
-        return Rollout(prompt_ids, prompt_mask, completion_ids, completion_mask, truncated, texts)
+        return Rollout(prompt_ids, prompt_mask, completion_ids, completion_mask, truncated, texts).to("cpu")
 
     def _completions(self, completion_ids: Tensor) -> tuple[Tensor, Tensor, Tensor, list[str]]:
         """(B, T) generated ids -> ids padded after the first EOS, their mask, ``truncated`` and the texts."""
@@ -188,4 +203,4 @@ class HFRollout:
         prompt_ids = torch.tensor([p_ids] * num_generations, device=device)
         return Rollout(
             prompt_ids, torch.ones_like(prompt_ids), completion_ids, completion_mask, truncated, texts, offpolicy
-        )
+        ).to("cpu")

@@ -353,8 +353,7 @@ class VLLMRollout:
         """``num_generations`` completions of each prompt, groups contiguous: B = len(prompts) * G."""
         expanded = [p for p in prompts for _ in range(num_generations)]
         enc = self.tokenizer(expanded, return_tensors="pt", padding=True, add_special_tokens=False)
-        device = next(self.model.parameters()).device
-        prompt_ids, prompt_mask = enc["input_ids"].to(device), enc["attention_mask"].to(device)  # (B, Tp)
+        prompt_ids, prompt_mask = enc["input_ids"], enc["attention_mask"]  # (B, Tp), on the CPU like every batch
         pairs = zip(enc["input_ids"], enc["attention_mask"], strict=True)
         unpadded = [row[mask.bool()].tolist() for row, mask in pairs]  # B lists: the prompts without padding
         sampling = {
