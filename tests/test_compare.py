@@ -191,3 +191,16 @@ def test_a_bad_study_is_a_compare_error(tmp_path):
     bad.write_text("arms: {a: [method=grpo]}\nextra: 1\n")
     with pytest.raises(CompareError, match="unknown keys: extra"):
         read_study(bad)
+
+
+def test_arms_runs_a_subset_of_a_study(tmp_path, capsys):
+    (tmp_path / "base.yaml").write_text("learning_rate: 1.0e-3\n")
+    study = tmp_path / "study.yaml"
+    study.write_text("config: base.yaml\nseeds: 2\narms:\n  a: [method=grpo]\n  b: [method=ngrpo]\n")
+    out = tmp_path / "out"
+    args = ["compare", "--study", str(study), "--out", str(out), *SMALL]
+    assert main([*args, "--arms", "b,zz"]) == 2  # an arm the study lacks: one line naming its arms
+    assert "has the arms a, b" in capsys.readouterr().err and not out.exists()
+    assert main([*args, "--arms", "b", "--seeds", "1"]) == 0
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["b"]
+    assert read_yaml(out / "b" / "seed-0" / "config.yaml")["method"] == "ngrpo"

@@ -238,6 +238,8 @@ def cmd_compare(args) -> int:
 
     if not args.config and not args.study:
         raise UsageError("neggrad compare needs --config FILE (e.g. configs/testbed/compare.yaml) or --study FILE")
+    if args.arms and not args.study:
+        raise UsageError("--arms selects arms of a --study FILE")
     out_dir = Path(args.out) if args.out else Path("runs") / f"compare-{time.strftime('%Y%m%d-%H%M%S')}"
     try:
         require_matplotlib()  # the report needs it: fail now, not after hours of training
@@ -245,6 +247,12 @@ def cmd_compare(args) -> int:
             if not Path(args.study).is_file():
                 raise UsageError(f"study file {args.study} does not exist")
             config_path, seeds, study_overrides, arms = read_study(Path(args.study))
+            if args.arms:  # a subset of the study's arms, in the study's order
+                wanted = [a.strip() for a in args.arms.split(",") if a.strip()]
+                unknown = [a for a in wanted if a not in arms]
+                if unknown or not wanted:
+                    raise UsageError(f"--arms {args.arms}: {args.study} has the arms {', '.join(arms)}")
+                arms = {name: values for name, values in arms.items() if name in wanted}
             path = Path(args.config) if args.config else config_path
         else:
             path = Path(args.config)
@@ -441,6 +449,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--methods", default="grpo,ngrpo,dapo", help="comma-separated presets (default grpo,ngrpo,dapo)")
     p.add_argument("--seeds", type=int, help="seeds 0..N-1 for every method (default 3, or the study's)")
     p.add_argument("--study", help="YAML study: config, seeds, and named arms of overrides (see configs/studies/)")
+    p.add_argument("--arms", help="with --study: only these comma-separated arms (default all)")
     p.add_argument("--config", help="YAML config shared by all runs, e.g. configs/testbed/compare.yaml")
     p.add_argument("--out", help="folder for OUT/METHOD/seed-S runs and the report (default runs/compare-TIME)")
     p.add_argument("--target", type=float, help="accuracy for 'steps to target' (default best start + 0.1)")
