@@ -108,6 +108,15 @@ def test_llds_is_zero_on_policy_and_acts_on_later_iterations(tmp_path):
     assert off[0]["llds/penalised_frac"] > 0.0 and off[0]["loss/llds"] > 0.0
 
 
+def test_llds_gates_in_training(tmp_path):
+    base = [PARITY, "llds.enabled=true", "num_iterations=3"]
+    _, _, w_resp = run(tmp_path / "response", *base, "llds.gate=response")
+    _, _, w_act = run(tmp_path / "action", *base, "llds.gate=action")
+    assert same_weights(w_resp, w_act)  # single-turn responses are one action each
+    m, _, _ = run(tmp_path / "step", *base, "feedback.step_split=testbed")  # the default gate: step
+    assert m[0]["llds/penalised_frac"] > 0.0 and m[0]["loss/llds"] > 0.0
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [

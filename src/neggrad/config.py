@@ -517,9 +517,11 @@ class LLDSConfig(_Section):
     """Add the LLDS term to the loss."""
     coef: float = Field(0.2, ge=0, allow_inf_nan=False)
     """lambda (paper 0.2)."""
-    gate: Literal["response", "token"] = "response"
-    """response: only responses whose total log-likelihood fell (Eq. 10; for single-turn math the paper's
-    action gate equals it); token: every token whose log-prob fell (Eq. 9)."""
+    gate: Literal["step", "action", "response", "token"] = "step"
+    """step (the paper's default, Eq. 4): a response's steps, cut by ``feedback.step_split`` (lines by default;
+    testbed on the testbed), each penalised only where its total log-likelihood fell; action: runs of own
+    tokens (model turns; a single-turn response is one action, so = response); response: whole responses
+    whose log-likelihood fell (Eq. 10); token: every token whose log-prob fell (Eq. 9)."""
 
 
 class HintConfig(_Section):

@@ -24,6 +24,7 @@ from neggrad.distributed import SINGLE, Dist
 from neggrad.feedback.build import judge_for
 from neggrad.feedback.judge import Judge
 from neggrad.feedback.repair import FeedbackStats, GroupRepair, judge_problem, judge_reference, repair_all_wrong
+from neggrad.feedback.steps import token_step_ids
 from neggrad.hinting import HintStats, hint_all_wrong
 from neggrad.rollout.hf import Rollout, concat
 
@@ -43,6 +44,7 @@ class TrainBatch:
     zvp: Tensor | None = None  # (B,) RL-ZVP rows: +1 all-correct group, -1 all-wrong group, 0 other
     lens: Tensor | None = None  # (P,) groups whose advantages LENS recomputes from the old policy's confidence
     hinted: Tensor | None = None  # (P,) groups re-generated with hints (left out of LLD and NTHR)
+    step_ids: Tensor | None = None  # (B, T) step of each completion token (LLDS step gate only)
 
 
 def sequence_advantages(config: Config, rewards: Tensor, correct: Tensor) -> Tensor:
@@ -305,4 +307,8 @@ def collect_batch(
         lens=lens,
         hinted=torch.cat([p[5] for p in kept_parts]),
     )
+    if config.llds.enabled and config.llds.gate == "step":
+        batch.step_ids = token_step_ids(
+            rollout_engine.tokenizer, rollout.completion_ids, rollout.completion_mask, config.feedback.step_split
+        )
     return batch, cursor

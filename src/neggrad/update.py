@@ -18,7 +18,7 @@ from torch import Tensor
 
 from neggrad.config import Config
 from neggrad.core.hints import shaped_offpolicy_loss
-from neggrad.core.llds import llds_token_loss
+from neggrad.core.llds import action_ids, llds_token_loss
 from neggrad.core.logprobs import token_logprobs
 from neggrad.core.losses import (
     aggregate_loss,
@@ -307,6 +307,7 @@ def policy_update(
     if config.mask_truncated_completions:
         mask = mask * (~rollout.truncated).float()[:, None]
     seq_adv = batch.seq_adv[batch.rows]  # (B,)
+    step_ids = batch.step_ids[batch.rows] if batch.step_ids is not None else None  # (B, T) LLDS step gate
     correct = batch.correct[batch.rows]  # (B,)
     success = batch.correct.view(-1, G).float().mean(dim=1).repeat_interleave(G)[batch.rows]  # (B,) group p
     token_adv = seq_adv[:, None].expand_as(mask).contiguous()  # (B, T)
@@ -387,8 +388,14 @@ def policy_update(
                     parts = {"policy": aggregate_loss(policy, mb_mask, **agg)}
                     if config.llds.enabled:
                         own = mb_mask if off is None else mb_mask * (~off).float()  # never the hint tokens
+                        gate = config.llds.gate
+                        steps = None
+                        if gate == "step" and step_ids is not None:
+                            steps = step_ids[idx].to(device)
+                        elif gate in ("step", "action"):  # runs of own tokens (a batch built without step ids)
+                            steps = action_ids(own)
                         penalty, penalised = llds_token_loss(
-                            logp, old, own, seq_adv[idx].to(device), coef=config.llds.coef, gate=config.llds.gate
+                            logp, old, own, seq_adv[idx].to(device), coef=config.llds.coef, gate=gate, step_ids=steps
                         )
                         token_loss = token_loss + penalty
                         parts["llds"] = aggregate_loss(penalty, mb_mask, **agg)

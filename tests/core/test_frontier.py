@@ -178,3 +178,15 @@ def test_random_reward_vector_7():
     assert zero_variance_share(0.5, 8) == pytest.approx(0.007812, abs=1e-6)
     assert zero_variance_share(0.25, 8) == pytest.approx(0.100128, abs=1e-6)
     assert zero_variance_share(0.5, 16) == pytest.approx(0.000031, abs=1e-6)
+
+
+def test_action_ids_count_the_runs_of_own_tokens():
+    from neggrad.core.llds import action_ids
+
+    mask = torch.tensor([[1, 1, 0, 1, 1, 0], [0, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1]])
+    assert action_ids(mask).tolist() == [[0, 0, 0, 1, 1, 1], [0, 0, 0, 0, 0, 0], [0] * 6]
+    # a single run is one action: the step gate over action ids is the response gate
+    logp, old, m, adv, _ = llds_inputs()
+    by_action, pen_a = llds_token_loss(logp, old, m, adv, gate="action", step_ids=action_ids(m))
+    by_response, pen_r = llds_token_loss(logp, old, m, adv, gate="response")
+    assert torch.equal(pen_a, pen_r) and torch.allclose(by_action, by_response)

@@ -68,3 +68,27 @@ def test_feedback_is_refused_where_it_cannot_act(method):
     with pytest.raises(ConfigError, match=f"feedback.enabled needs .* method '{method}'") as info:
         build_config({}, [f"method={method}", "feedback.enabled=true", "feedback.step_split=testbed"])
     assert "\n" not in str(info.value)
+
+
+def test_token_step_ids_follow_the_split_rule_through_the_tokens():
+    import torch
+
+    from neggrad.feedback.steps import token_step_ids
+    from neggrad.testbed.tokenizer import build_tokenizer
+
+    tok = build_tokenizer()  # one character per token
+    texts = ["37+45=82, 82-18=64. A: 64", "A: 7"]
+    rows = [tok(t, add_special_tokens=False)["input_ids"] + [tok.eos_token_id] for t in texts]
+    width = max(map(len, rows)) + 2
+    ids = torch.full((2, width), tok.pad_token_id)
+    mask = torch.zeros(2, width, dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)], mask[i, : len(r)] = torch.tensor(r), 1
+    steps = token_step_ids(tok, ids, mask, "testbed")
+    # "37+45=82" is step 0, ", " joins it, "82-18=64" step 1, ". " joins it, "A: 64" and EOS step 2
+    expected = [0] * 10 + [1] * 10 + [2] * 6
+    assert steps[0, : len(rows[0])].tolist() == expected
+    assert steps[1, : len(rows[1])].tolist() == [0] * 5  # one step
+    assert steps[:, len(rows[0]) :].eq(0).all() and steps[1, len(rows[1]) :].eq(0).all()  # padding
+    by_line = token_step_ids(tok, ids, mask, "lines")  # no newline: one step
+    assert by_line.eq(0).all()

@@ -60,3 +60,12 @@ def llds_token_loss(
         raise ValueError(f"llds gate must be one of {', '.join(GATES)}, got {gate!r}")
     penalised = ypre & on & (d > 0)
     return coef * torch.where(penalised, delta, torch.zeros_like(delta)), penalised
+
+
+def action_ids(mask: Tensor) -> Tensor:
+    """(B, T) long id of the maximal run of ``mask`` tokens each position belongs to (FRONTIER.md 2: an
+    action is one model turn between tool outputs). Positions outside the mask carry the id of the run
+    before them (they are never gated). Single-turn responses are one action: the response gate."""
+    on = mask.bool()
+    starts = on & ~torch.nn.functional.pad(on[:, :-1], (1, 0), value=False)  # (B, T) first token of a run
+    return (starts.long().cumsum(dim=1) - 1).clamp(min=0)

@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import re
 
+import torch
+from torch import Tensor
+
 from neggrad.testbed.task import split_steps as testbed_steps
 
 RULES = ("lines", "regex:<pattern>", "testbed")
@@ -54,3 +57,31 @@ def split_response(text: str, rule: str = "lines") -> list[str]:
     else:
         check_rule(rule)
     return [piece.strip() for piece in pieces if piece and piece.strip()]
+
+
+def token_step_ids(tokenizer, completion_ids: Tensor, mask: Tensor, rule: str = "lines") -> Tensor:
+    """(B, T) long: the step (by ``rule``) that each completion token belongs to, counted from 0 per row.
+
+    Each row's tokens are decoded one by one; a token belongs to the last step that starts at or before
+    its first character (the steps are found in order in the concatenated text), so the characters
+    between two steps (a newline, ", ") join the step before them and EOS joins the last step. Used by
+    LLDS's step gate (FRONTIER.md 2). Masked positions get 0. A row with no step is all step 0.
+    """
+    out = torch.zeros(completion_ids.shape, dtype=torch.long)
+    for i in range(completion_ids.shape[0]):
+        n = int(mask[i].sum())
+        if n == 0:
+            continue
+        pieces = tokenizer.batch_decode([[t] for t in completion_ids[i, :n].tolist()], skip_special_tokens=True)
+        text = "".join(pieces)
+        starts, cursor = [], 0
+        for step in split_response(text, rule):
+            at = text.find(step, cursor)
+            if at < 0:  # the rule rewrote the step (should not happen: pieces are stripped substrings)
+                continue
+            starts.append(at)
+            cursor = at + len(step)
+        begin = torch.tensor([0, *[len(p) for p in pieces[:-1]]]).cumsum(0)  # (n,) first character of each token
+        bounds = torch.tensor(starts[1:], dtype=torch.long)  # where steps 1, 2, ... start
+        out[i, :n] = torch.searchsorted(bounds, begin, right=True)
+    return out
