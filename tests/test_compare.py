@@ -204,3 +204,18 @@ def test_arms_runs_a_subset_of_a_study(tmp_path, capsys):
     assert main([*args, "--arms", "b", "--seeds", "1"]) == 0
     assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["b"]
     assert read_yaml(out / "b" / "seed-0" / "config.yaml")["method"] == "ngrpo"
+
+
+def test_report_shows_pass_at_k_saved_by_eval(compared, tmp_path, capsys):
+    out, _ = compared
+    run = out / "grpo" / "seed-0"
+    assert main(["eval", str(run), "--pass-k", "1,2"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    saved = json.loads((run / "evals" / "step-2.json").read_text())
+    assert saved["eval/pass_at_2"] == printed["eval/pass_at_2"] and saved["eval/pass_at_1"] <= saved["eval/pass_at_2"]
+    assert main(["report", str(out), "--out", str(tmp_path / "r")]) == 0
+    rows = {row["method"]: row for row in json.loads((tmp_path / "r" / "summary.json").read_text())["methods"]}
+    assert rows["grpo"]["pass_at_k"]["2"][0] == pytest.approx(saved["eval/pass_at_2"])
+    assert rows["ngrpo"]["pass_at_k"] == {}
+    report = (tmp_path / "r" / "report.md").read_text()
+    assert "pass@2 (final)" in report and "(1 seeds)" in report  # one of the two grpo seeds was evaluated

@@ -190,6 +190,13 @@ def cmd_eval(args) -> int:
     finally:
         task.close()
     result["checkpoint"] = str(checkpoint) if checkpoint else "start"
+    if checkpoint is not None:  # kept in the run: `neggrad report` shows its pass@k next to the accuracies
+        saved = Path(args.run_dir) / "evals" / f"{checkpoint.parent.name}.json"
+        try:
+            saved.parent.mkdir(exist_ok=True)
+            saved.write_text(json.dumps(result, indent=1) + "\n")
+        except OSError as err:
+            console.log(f"[yellow]could not save the result in {saved}: {err}[/yellow]")
     print(json.dumps(result, indent=1))
     return 0
 
@@ -429,7 +436,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("eval", help="greedy pass@1 (and avg@k, pass@k) on the held-out set")
-    p.add_argument("run_dir", nargs="?", help="a run directory (its latest checkpoint, or --step)")
+    p.add_argument(
+        "run_dir",
+        nargs="?",
+        help="a run directory (its latest checkpoint, or --step); the result is also saved "
+        "there as evals/step-N.json, which `neggrad report` reads",
+    )
     p.add_argument("--config", help="evaluate the starting policy of this config instead")
     p.add_argument("--step", type=int, help="checkpoint step to evaluate")
     p.add_argument("--avg-k", type=int, default=0, help="also sample k completions per prompt (avg@k)")

@@ -56,6 +56,22 @@ class Run:
     def seed(self) -> int | None:
         return self.config.get("seed")
 
+    def pass_at_k(self) -> dict[int, float]:
+        """{k: pass@k} of the latest checkpoint evaluated with ``neggrad eval RUN --pass-k`` (evals/step-N.json)."""
+        saved = sorted((self.path / "evals").glob("step-*.json"), key=lambda p: int(p.stem.removeprefix("step-") or 0))
+        if not saved:
+            return {}
+        try:
+            result = json.loads(saved[-1].read_text())
+        except (json.JSONDecodeError, OSError):
+            return {}
+        prefix = "eval/pass_at_"
+        return {
+            int(key.removeprefix(prefix)): float(v)
+            for key, v in result.items()
+            if key.startswith(prefix) and key.removeprefix(prefix).isdigit() and _num(v) is not None
+        }
+
 
 # ---------------------------------------------------------------- loading
 def _is_run(folder: Path) -> bool:
@@ -192,6 +208,10 @@ def summarize(runs: list[Run], *, target: float | None) -> list[dict]:
             _mean(metric_curve(r, ("groups/all_wrong_frac",)).values()) if learns_from_all_wrong(r.config) else 0.0
             for r in members
         ]
+        per_k: dict[int, list[float]] = {}
+        for r in members:
+            for k, v in r.pass_at_k().items():
+                per_k.setdefault(k, []).append(v)
         rows.append(
             {
                 "method": method,
@@ -209,6 +229,10 @@ def summarize(runs: list[Run], *, target: float | None) -> list[dict]:
                 "step_time_s": _mean(_mean(metric_curve(r, ("time/step",)).values()) for r in members),
                 "displaced_frac": _mean(_mean(metric_curve(r, ("lld/displaced_frac",)).values()) for r in members),
                 "delta_seq_mean": _mean(_mean(metric_curve(r, ("lld/delta_seq_mean",)).values()) for r in members),
+                "pass_at_k": {  # k: (mean, std or None, runs evaluated)
+                    k: (_mean(v), statistics.stdev(v) if len(v) > 1 else None, len(v))
+                    for k, v in sorted(per_k.items())
+                },
             }
         )
     return rows
@@ -233,8 +257,15 @@ def table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
         "Δ log-lik correct",
         "s / step",
     ]
+    ks = sorted({k for row in rows for k in row.get("pass_at_k", {})})  # final checkpoints, `neggrad eval --pass-k`
+    header += [f"pass@{k} (final)" for k in ks]
     cells = []
     for row in rows:
+        pass_cells = []
+        for k in ks:
+            mean, std, n = row.get("pass_at_k", {}).get(k, (None, None, 0))
+            text = fmt(mean) + (f" ± {std:.3f}" if std is not None else "")
+            pass_cells.append(text if n == len(row["seeds"]) or mean is None else f"{text} ({n} seeds)")
         final = fmt(row["final_accuracy_mean"])
         if row["final_accuracy_std"] is not None:
             final += f" ± {row['final_accuracy_std']:.3f}"
@@ -250,6 +281,7 @@ def table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
                 fmt(row.get("displaced_frac"), ".3f"),
                 fmt(row.get("delta_seq_mean"), "+.3f"),
                 fmt(row["step_time_s"], ".2f"),
+                *pass_cells,
             ]
         )
     return header, cells
