@@ -78,6 +78,8 @@ def test_local_model_and_data_plan(tmp_path, no_weights):
     mem = plan.memory
     assert mem["weights"] == params * BYTES["bfloat16"] and mem["adamw_states"] == 2 * mem["gradients"]
     assert mem["total"] == 4 * params * 2 and mem["reference_bytes"] == 0  # beta = 0: no reference copy
+    vocab = json.loads((Path(config.model.name_or_path) / "config.json").read_text())["vocab_size"]
+    assert mem["logits_fp32"] == 8 * config.max_completion_length * vocab * 4  # micro-batch x T x V x 4 bytes
     text = format_plan(plan)
     for needle in ("estimate from config.json", "local file", "memory per GPU (estimate)", "activations, KV cache"):
         assert needle in text

@@ -391,6 +391,8 @@ def _memory_plan(config: Config, plan: Plan, shape: Shape | None) -> None:
     mem["total"] = mem["weights"] + grads + adam + reference
     mem["per_gpu_gib"] = round(mem["total"] / gib, 2)
     mem["dtype"] = dtype
+    if shape is not None:  # completion positions only: the prompt adds its share on top
+        mem["logits_fp32"] = config.per_device_train_batch_size * config.max_completion_length * shape.vocab_size * 4
 
 
 def build_plan(config: Config) -> Plan:
@@ -462,6 +464,13 @@ def format_plan(plan: Plan, *, title: str = "neggrad train --dry-run") -> str:
             f"{mem['reference']}" + (f": {_gib(mem['reference_bytes'])}" if mem["reference_bytes"] else ""),
         )
         row("total", _gib(mem["total"]))
+        if "logits_fp32" in mem:  # measured on an H200 (benchmarks/README.md): the update's peak was ~15 of these
+            row(
+                "logits, one micro-batch",
+                f"{_gib(mem['logits_fp32'])} in float32 at full length; the update holds several such tensors "
+                "(an H200 run peaked at about 15 of them above the total): lower per_device_train_batch_size "
+                "if it runs out of memory",
+            )
         row("not included", mem["not_included"])
         if "note" in mem:
             row("note", mem["note"])
