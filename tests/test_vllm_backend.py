@@ -196,3 +196,22 @@ def test_trainer_syncs_the_engine_after_every_update(tiny, tmp_path, monkeypatch
     engine = engines[0]
     assert engine.calls.count("load") == 1 + 2  # at start, then after each update
     assert all(torch.equal(x, y) for x, y in zip(engine.copy.parameters(), trainer.model.parameters(), strict=True))
+
+
+def test_eval_uses_the_configured_backend(tiny, tmp_path, monkeypatch, capsys):
+    from neggrad.cli import main
+
+    folder, _, _ = tiny
+    engines = []
+
+    def fake_from_config(cls, model, tokenizer, config):
+        engines.append(FakeEngine(model, tokenizer))
+        return cls(model, tokenizer, engines[-1], max_completion_length=config.max_completion_length)
+
+    monkeypatch.setattr(VLLMRollout, "from_config", classmethod(fake_from_config))
+    overrides = [f"model.name_or_path={folder}", *RUN, "rollout.backend=vllm"]
+    (tmp_path / "c.yaml").write_text("method: grpo\n")
+    args = ["eval", "--config", str(tmp_path / "c.yaml"), "--pass-k", "1,2"]
+    assert main([*args, *[f"--set={o}" for o in overrides]]) == 0
+    assert len(engines) == 1 and "generate" in engines[0].calls  # sampled by the (fake) vLLM engine
+    assert "eval/pass_at_2" in capsys.readouterr().out

@@ -163,7 +163,7 @@ def cmd_eval(args) -> int:
     from neggrad.checkpoint import list_checkpoints, verify_checkpoint
     from neggrad.evaluate import evaluate
     from neggrad.models import load_policy
-    from neggrad.rollout.hf import HFRollout
+    from neggrad.rollout import build_rollout
     from neggrad.tasks import build_task
 
     checkpoint = None
@@ -182,7 +182,7 @@ def cmd_eval(args) -> int:
     else:
         config = resolve_config(args.config, args.overrides)
     model, tokenizer, _ = load_policy(config, checkpoint=checkpoint)
-    engine = HFRollout.from_config(model, tokenizer, config)
+    engine = build_rollout(model, tokenizer, config)  # rollout.backend: HF generate, or vLLM for large k
     pass_k = _parse_pass_k(args.pass_k)
     task = build_task(config, tokenizer=tokenizer)
     try:
