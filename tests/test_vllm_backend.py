@@ -177,10 +177,9 @@ def test_server_replies_are_read_prompt_major():
         parse_completions(older, num_prompts=2, n=1)
 
 
-def test_trainer_syncs_the_engine_after_every_update(tiny, tmp_path, monkeypatch):
-    from neggrad.train import Trainer
-
-    folder, _, _ = tiny
+@pytest.fixture
+def fake_engines(monkeypatch) -> list:
+    """VLLMRollout.from_config builds a FakeEngine; the list collects the engines built."""
     engines = []
 
     def fake_from_config(cls, model, tokenizer, config):
@@ -188,6 +187,14 @@ def test_trainer_syncs_the_engine_after_every_update(tiny, tmp_path, monkeypatch
         return cls(model, tokenizer, engines[-1], max_completion_length=config.max_completion_length)
 
     monkeypatch.setattr(VLLMRollout, "from_config", classmethod(fake_from_config))
+    return engines
+
+
+def test_trainer_syncs_the_engine_after_every_update(tiny, tmp_path, fake_engines):
+    from neggrad.train import Trainer
+
+    folder, _, _ = tiny
+    engines = fake_engines
     config = build_config({}, [f"model.name_or_path={folder}", *RUN, "rollout.backend=vllm", "max_steps=2"])
     trainer = Trainer(config, tmp_path)
     trainer.setup()
@@ -198,17 +205,11 @@ def test_trainer_syncs_the_engine_after_every_update(tiny, tmp_path, monkeypatch
     assert all(torch.equal(x, y) for x, y in zip(engine.copy.parameters(), trainer.model.parameters(), strict=True))
 
 
-def test_eval_uses_the_configured_backend(tiny, tmp_path, monkeypatch, capsys):
+def test_eval_uses_the_configured_backend(tiny, tmp_path, fake_engines, capsys):
     from neggrad.cli import main
 
     folder, _, _ = tiny
-    engines = []
-
-    def fake_from_config(cls, model, tokenizer, config):
-        engines.append(FakeEngine(model, tokenizer))
-        return cls(model, tokenizer, engines[-1], max_completion_length=config.max_completion_length)
-
-    monkeypatch.setattr(VLLMRollout, "from_config", classmethod(fake_from_config))
+    engines = fake_engines
     overrides = [f"model.name_or_path={folder}", *RUN, "rollout.backend=vllm"]
     (tmp_path / "c.yaml").write_text("method: grpo\n")
     args = ["eval", "--config", str(tmp_path / "c.yaml"), "--pass-k", "1,2"]
