@@ -17,6 +17,8 @@ METRICS: dict[str, str] = {
     "groups/all_correct_frac": "fraction of sampled groups where every completion is correct (before filtering)",
     "groups/all_wrong_frac": "fraction of sampled groups where every completion is wrong (before filtering)",
     "groups/mixed_frac": "fraction of sampled groups mixing right and wrong completions",
+    "groups/unscorable_frac": "fraction of sampled groups where the verifier abstained on every answer (dropped)",
+    "reward/abstained": "sampled answers the verifier abstained on (a timeout): advantage 0, out of group statistics",
     "groups/zero_std": "sampled groups whose correctness does not vary (all right or all wrong)",
     "groups/dropped": "groups removed by group_filter",
     "groups/gen_rounds": "generation rounds this step (>1 when dropped groups are refilled)",

@@ -47,8 +47,9 @@ class TrainBatch:
     step_ids: Tensor | None = None  # (B, T) step of each completion token (LLDS step gate only)
 
 
-def sequence_advantages(config: Config, rewards: Tensor, correct: Tensor) -> Tensor:
-    """(P, G) advantages of the config's estimator for (P, G) shaped rewards and binary correctness."""
+def sequence_advantages(config: Config, rewards: Tensor, correct: Tensor, scorable: Tensor | None = None) -> Tensor:
+    """(P, G) advantages of the config's estimator for (P, G) shaped rewards and binary correctness
+    (abstentions, ``scorable`` False, left out of the group statistics with advantage 0)."""
     virtual = config.ngrpo.virtual_reward
     return group_advantages(
         rewards,
@@ -59,18 +60,23 @@ def sequence_advantages(config: Config, rewards: Tensor, correct: Tensor) -> Ten
         num_virtual=config.ngrpo.num_virtual,
         virtual_reward=REWARD_MAX[config.reward_scheme] if virtual is None else virtual,
         positive_weight=config.w_reinforce.positive_weight,
+        scorable=scorable,
     )
 
 
 def _filter_groups(
-    correct: Tensor, group_filter: str, repair: GroupRepair | None = None, zero_variance=None
+    correct: Tensor,
+    group_filter: str,
+    repair: GroupRepair | None = None,
+    zero_variance=None,
+    scorable: Tensor | None = None,
 ) -> Tensor:
     """(P,) bool: groups kept by ``group_filter`` and ``zero_variance.*: drop``, judged on binary correctness.
 
     The one exception (ALGORITHMS.md 7.3): under ``zero_std`` a judge-repaired group is kept iff its
-    partial rewards vary.
+    partial rewards vary. Unscorable groups (the verifier abstained on every answer) are never kept.
     """
-    kinds = group_kinds(correct)
+    kinds = group_kinds(correct, scorable)
     if group_filter == "zero_std":
         keep = (kinds["mixed"] | repair.varies) if repair is not None else kinds["mixed"]
     elif group_filter == "all_correct":
@@ -80,10 +86,12 @@ def _filter_groups(
     for kind in ("all_wrong", "all_correct"):
         if zero_variance is not None and getattr(zero_variance, kind) == "drop":
             keep = keep & ~kinds[kind]
-    return keep
+    return keep & ~kinds["unscorable"]
 
 
-def zero_variance_advantages(config: Config, rewards: Tensor, correct: Tensor, seq_adv: Tensor) -> Tensor:
+def zero_variance_advantages(
+    config: Config, rewards: Tensor, correct: Tensor, seq_adv: Tensor, scorable: Tensor | None = None
+) -> Tensor:
     """(P, G) advantages with the ``zero_variance.all_wrong`` strategy applied to all-wrong groups.
 
     ngrpo: NGRPO's virtual max-reward sample (arXiv:2509.18851 Eq. 6) in those groups only; nsr and
@@ -91,7 +99,7 @@ def zero_variance_advantages(config: Config, rewards: Tensor, correct: Tensor, s
     judge, or token advantages in the update).
     """
     strategy = config.zero_variance.all_wrong
-    wrong = group_kinds(correct)["all_wrong"]  # (P,)
+    wrong = group_kinds(correct, scorable)["all_wrong"]  # (P,)
     if strategy not in ("ngrpo", "nsr", "w_reinforce") or not bool(wrong.any()):
         return seq_adv
     out = seq_adv.clone()
@@ -103,10 +111,11 @@ def zero_variance_advantages(config: Config, rewards: Tensor, correct: Tensor, s
             correct=correct[wrong],
             num_virtual=config.ngrpo.num_virtual,
             virtual_reward=REWARD_MAX[config.reward_scheme] if virtual is None else virtual,
+            scorable=None if scorable is None else scorable[wrong],
         ).to(out.dtype)
     else:
         out[wrong] = -1.0
-    return out
+    return out if scorable is None else out * scorable  # abstentions: advantage 0
 
 
 def _reduce_feedback(dist: Dist, local: dict) -> dict:
@@ -161,9 +170,10 @@ def collect_batch(
     if feedback.enabled and judge is None:
         judge = judge_for(feedback)
     judge_stats = FeedbackStats()
-    kept_parts: list[tuple[Rollout, list, Tensor, Tensor, Tensor, Tensor]] = []
+    kept_parts: list[tuple[Rollout, list, Tensor, Tensor, Tensor, Tensor, Tensor]] = []
     kept = 0
-    counts = {"all_correct": 0, "all_wrong": 0, "mixed": 0}
+    counts = {"all_correct": 0, "all_wrong": 0, "mixed": 0, "unscorable": 0}
+    abstained = 0
     sampled_correct, dropped, rounds = [], 0, 0
     control: list[tuple[float, float]] = []  # random_reward: (rate, agreement with the verifier) per round
     hints = HintStats()
@@ -181,24 +191,32 @@ def collect_batch(
         rollout = rollout_engine.generate([e.prompt for e in examples], num_generations=G, **index)
         t1 = time.perf_counter()
         answers = [e.answer for e in examples for _ in range(G)]
-        correct = torch.tensor(task.score(rollout.texts, answers), dtype=torch.bool).view(P, G)  # (P, G)
+        outcomes = getattr(task, "score_or_abstain", task.score)(rollout.texts, answers)  # None: abstained
+        correct = torch.tensor([bool(o) for o in outcomes], dtype=torch.bool).view(P, G)  # (P, G)
+        scorable = torch.tensor([o is not None for o in outcomes], dtype=torch.bool).view(P, G)  # (P, G)
+        abstained += int((~scorable).sum())
         sampled_correct.append(correct)
         if config.random_reward.enabled:  # the control: coin flips replace correctness for training
             rate = config.random_reward.rate
             rate = float(correct.float().mean()) if rate == "matched" else float(rate)
             flips = random_rewards(config.seed, step, [str(first + i) for i in range(P)], G, rate)  # (P, G)
             control.append((rate, float((flips == correct).float().mean())))
-            correct = flips
-        for name, mask in group_kinds(correct).items():
+            correct, scorable = flips, torch.ones_like(flips)
+        kinds = group_kinds(correct, scorable)
+        for name, mask in kinds.items():
             counts[name] += int(mask.sum())
+        # unscorable groups are dropped by the filter below; shown as all-correct, hints and the judge skip them
+        visible = correct | kinds["unscorable"][:, None]  # (P, G)
         hinted = torch.zeros(P, dtype=torch.bool)
         if config.zero_variance.all_wrong == "hint" and step > config.hint.warmup_steps:
-            rollout, correct, hinted = hint_all_wrong(config, rollout_engine, task, examples, rollout, correct, hints)
+            rollout, visible, hinted = hint_all_wrong(config, rollout_engine, task, examples, rollout, visible, hints)
+            correct = torch.where(hinted[:, None], visible, correct)
+            scorable = scorable | hinted[:, None]  # re-generated answers are scored without abstention
         repair = None
         if feedback.enabled:  # judge repair of the all-wrong groups (ALGORITHMS.md 5.3)
             repair = repair_all_wrong(
                 judge,
-                correct,
+                visible,
                 [judge_problem(e) for e in examples],
                 [judge_reference(e) for e in examples],
                 rollout.texts,
@@ -206,7 +224,7 @@ def collect_batch(
                 reward_scheme=config.reward_scheme,
                 stats=judge_stats,
             )
-        keep = _filter_groups(correct, config.group_filter, repair, config.zero_variance)  # (P,)
+        keep = _filter_groups(correct, config.group_filter, repair, config.zero_variance, scorable)  # (P,)
         dropped += int((~keep).sum())
         take = keep.nonzero().squeeze(1)[: P - kept]  # surplus groups are discarded
         kept += len(take)
@@ -222,6 +240,7 @@ def collect_batch(
                     judged,
                     repaired,
                     hinted[take],
+                    scorable[take],
                 )
             )
         t_score += time.perf_counter() - t1
@@ -237,6 +256,7 @@ def collect_batch(
         "accuracy": n_correct / n_sampled,
         **{f"groups/{k}_frac": v / n_groups for k, v in counts.items()},
         "groups/zero_std": int(counts["all_correct"] + counts["all_wrong"]),
+        "reward/abstained": int(dist.sum([abstained])[0]),
         "groups/dropped": int(dropped),
         "groups/gen_rounds": rounds,
         "groups/batch_short": int(short > 0),
@@ -265,6 +285,7 @@ def collect_batch(
     rollout = concat([p[0] for p in kept_parts], rollout_engine.tokenizer.pad_token_id)
     examples = [e for p in kept_parts for e in p[1]]
     correct = torch.cat([p[2] for p in kept_parts])  # (P', G)
+    scorable = torch.cat([p[6] for p in kept_parts])  # (P', G) False: the verifier abstained (advantage 0)
     rewards = scheme_rewards(correct, reward_scheme=config.reward_scheme)  # (P', G)
     if feedback.enabled:  # partial rewards replace the repaired groups' rewards, before overlong shaping
         repaired = torch.cat([p[4] for p in kept_parts])  # (P',)
@@ -279,20 +300,20 @@ def collect_batch(
             buffer_len=config.overlong_buffer_len,
             factor=config.overlong_penalty_factor,
         )
-    seq_adv = sequence_advantages(config, rewards, correct)  # (P', G)
-    seq_adv = zero_variance_advantages(config, rewards, correct, seq_adv)  # (P', G)
-    kinds = group_kinds(correct)
+    seq_adv = sequence_advantages(config, rewards, correct, scorable)  # (P', G)
+    seq_adv = zero_variance_advantages(config, rewards, correct, seq_adv, scorable)  # (P', G)
+    kinds = group_kinds(correct, scorable)
     zv = config.zero_variance
     zvp = None
     if "rl_zvp" in (zv.all_wrong, zv.all_correct):
         zvp = torch.zeros(correct.shape, dtype=torch.int8)  # (P', G)
         zvp[kinds["all_correct"] & torch.tensor(zv.all_correct == "rl_zvp")] = 1
         zvp[kinds["all_wrong"] & torch.tensor(zv.all_wrong == "rl_zvp")] = -1
-        zvp = zvp.reshape(-1)
+        zvp = (zvp * scorable).reshape(-1)
     lens = None
     if zv.all_wrong == "lens":
         lens = kinds["all_wrong"] | (kinds["mixed"] & torch.tensor(config.lens.mixed))  # (P',)
-    rows = trained_rows(correct, method=config.advantage_estimator)  # (P', G)
+    rows = trained_rows(correct, method=config.advantage_estimator) & scorable  # (P', G) abstentions never train
     stats["time/score"] = t_score + time.perf_counter() - t0
     batch = TrainBatch(
         rollout=rollout,

@@ -24,6 +24,9 @@ class _ArithmeticVerifier:
     def score(self, completions: list[str], answers: list[str]) -> list[bool]:
         return arithmetic.score(completions, answers)
 
+    def score_or_abstain(self, completions: list[str], answers: list[str]) -> list[bool | None]:
+        return self.score(completions, answers)  # exact match never abstains
+
     def close(self) -> None:
         """Nothing to release."""
 
@@ -56,6 +59,11 @@ class ArithmeticTask:
 
     def score(self, completions: list[str], answers: list[str]) -> list[bool]:
         return self.verifier.score(completions, answers)
+
+    def score_or_abstain(self, completions: list[str], answers: list[str]) -> list[bool | None]:
+        """As ``score``, None where the verifier abstained (a timeout): training only (FRONTIER.md 9.2)."""
+        fn = getattr(self.verifier, "score_or_abstain", None)
+        return fn(completions, answers) if fn is not None else self.score(completions, answers)
 
     def format_scores(self, completions: list[str]) -> list[float]:
         return [float(arithmetic.extract_answer(c) is not None) for c in completions]
@@ -99,6 +107,11 @@ class MathTask:
 
     def score(self, completions: list[str], answers: list[str]) -> list[bool]:
         return self.verifier.score(completions, answers)
+
+    def score_or_abstain(self, completions: list[str], answers: list[str]) -> list[bool | None]:
+        """As ``score``, None where the verifier abstained (a timeout): training only (FRONTIER.md 9.2)."""
+        fn = getattr(self.verifier, "score_or_abstain", None)
+        return fn(completions, answers) if fn is not None else self.score(completions, answers)
 
     def format_scores(self, completions: list[str]) -> list[float]:
         return [format_score(c) for c in completions]

@@ -281,3 +281,19 @@ def test_bad_correct_is_refused():
         group_advantages(torch.zeros(1, 4), method="psr", correct=torch.ones(1, 4))
     with pytest.raises(ValueError, match=r"correct has shape \(2, 2\) but rewards have \(1, 4\)"):
         group_advantages(torch.zeros(1, 4), method="psr", correct=torch.ones(2, 2, dtype=torch.bool))
+
+
+def test_abstaining_rewards_vector_9_2():
+    # FRONTIER.md 9.2 (TRL PR #5902): [1, None, 0, 0] -> GRPO [1.154699, 0, -0.577349, -0.577349],
+    # RLOO [1, 0, -0.5, -0.5]
+    rewards = torch.tensor([[1.0, 0.0, 0.0, 0.0], [1.0, 0.0, 1.0, 0.0], [0.0, 1.0, 0.0, 0.0]])
+    scorable = torch.tensor([[1, 0, 1, 1], [1, 1, 1, 1], [0, 0, 0, 1]], dtype=torch.bool)
+    grpo = group_advantages(rewards, method="grpo", scorable=scorable)
+    assert grpo[0].tolist() == pytest.approx([1.154699, 0.0, -0.577349, -0.577349], abs=1e-5)
+    assert torch.equal(grpo[1], group_advantages(rewards[1:2], method="grpo")[0])  # a fully scored group unchanged
+    assert grpo[2].tolist() == [0.0] * 4  # one scorable answer: no baseline, all 0
+    rloo = group_advantages(rewards, method="rloo", scorable=scorable)
+    assert rloo[0].tolist() == pytest.approx([1.0, 0.0, -0.5, -0.5], abs=1e-6)
+    correct = rewards.bool()  # estimators on binary correctness skip abstentions too
+    nsr = group_advantages(rewards, method="nsr", correct=correct, scorable=scorable)
+    assert nsr[0].tolist() == [0.0, 0.0, -1.0, -1.0]

@@ -39,3 +39,15 @@ def test_bad_input_is_refused(function):
         function(torch.ones(4, 1, dtype=torch.bool))
     with pytest.raises(ValueError, match="bool"):
         function(torch.ones(4, 2))
+
+
+def test_abstained_answers_leave_the_kind_of_their_group():
+    # FRONTIER.md 9.2: abstentions (verifier timeouts) do not count; no scorable answer: unscorable
+    correct = torch.tensor([[1, 0, 1, 1], [0, 0, 1, 0], [0, 0, 0, 0], [1, 0, 0, 1]], dtype=torch.bool)
+    scorable = torch.tensor([[1, 0, 1, 1], [1, 1, 0, 1], [0, 0, 0, 0], [1, 1, 1, 1]], dtype=torch.bool)
+    kinds = group_kinds(correct, scorable)
+    assert kinds["all_correct"].tolist() == [True, False, False, False]
+    assert kinds["all_wrong"].tolist() == [False, True, False, False]
+    assert kinds["unscorable"].tolist() == [False, False, True, False]
+    assert kinds["mixed"].tolist() == [False, False, False, True]
+    assert not group_kinds(correct)["unscorable"].any()  # every answer scored

@@ -20,6 +20,9 @@ def user_module(tmp_path, monkeypatch):
             def too_few(completions, answers):
                 return [True]
 
+            def abstains(completions, answers):
+                return [None if c == "?" else c == a for c, a in zip(completions, answers)]
+
             def graded(completions, answers):
                 return [0.5 for _ in completions]
             """
@@ -53,3 +56,9 @@ def test_wrong_length_and_non_binary_values_are_refused(user_module):
         CustomReward(f"{user_module}:too_few").score(["a", "b"], ["1", "2"])
     with pytest.raises(ValueError, match=r"returned 0.5: return True/False"):
         CustomReward(f"{user_module}:graded").score(["a"], ["1"])
+
+
+def test_none_is_an_abstention(user_module):
+    reward = CustomReward(f"{user_module}:abstains")
+    assert reward.score_or_abstain(["?", "1", "2"], ["1", "1", "1"]) == [None, True, False]
+    assert reward.score(["?", "1", "2"], ["1", "1", "1"]) == [False, True, False]  # evaluation: not solved

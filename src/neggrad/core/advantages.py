@@ -209,6 +209,7 @@ def group_advantages(
     num_virtual: int = 1,
     virtual_reward: float = 1.0,
     positive_weight: float = 0.1,
+    scorable: Tensor | None = None,
 ) -> Tensor:
     """Advantages of each completion from its group, by the estimator named ``method``.
 
@@ -226,6 +227,10 @@ def group_advantages(
         scale_rewards, eps, clamp_negative_advantages: see ``grpo_advantages`` (eps also NGRPO's).
         num_virtual, virtual_reward: see ``ngrpo_advantages``.
         positive_weight: see ``w_reinforce_advantages``.
+        scorable: (P, G) bool, False where the verifier abstained (FRONTIER.md 9.2, as TRL's ``None``
+            rewards): such answers are left out of their group's statistics (mean, std, RLOO's
+            leave-one-out baseline: the estimator runs on the scorable answers alone) and get
+            advantage 0; a group with fewer than 2 scorable answers gets 0 throughout.
 
     Returns:
         (P, G) advantages in the dtype of ``rewards``.
@@ -267,6 +272,16 @@ def group_advantages(
         "positive_weight": positive_weight,
     }
     adv = estimator(**{name: inputs[name] for name in params})  # (P, G)
+    if scorable is not None and not bool(scorable.all()):
+        check_correct(scorable, shape=rewards.shape)
+        adv = adv.clone()
+        settings = {k: v for k, v in inputs.items() if k not in ("rewards", "correct")}
+        for row in (~scorable.all(dim=1)).nonzero().squeeze(1).tolist():  # groups with abstentions: a loop
+            keep = scorable[row]  # (G,)
+            adv[row] = 0.0
+            if int(keep.sum()) >= 2:  # the estimator on the scorable answers alone
+                sub = None if correct is None else correct[row, keep][None]
+                adv[row, keep] = group_advantages(rewards[row, keep][None], method=method, correct=sub, **settings)[0]
     return adv.to(rewards.dtype)
 
 

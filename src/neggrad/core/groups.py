@@ -37,21 +37,33 @@ def check_correct(correct: Tensor, *, shape: torch.Size | None = None) -> None:
         )
 
 
-def group_kinds(correct: Tensor) -> dict[str, Tensor]:
-    """Classify each group as all-correct, all-wrong or mixed by its binary correctness.
+def group_kinds(correct: Tensor, scorable: Tensor | None = None) -> dict[str, Tensor]:
+    """Classify each group as all-correct, all-wrong, mixed or unscorable by its binary correctness.
 
-    ALGORITHMS.md 1.1 and 7.3. The three masks are disjoint and cover every group.
+    ALGORITHMS.md 1.1 and 7.3; FRONTIER.md 0 and 9.2. Answers the verifier abstained on (``scorable``
+    False: a timeout) are left out of their group's kind, and a group with no scorable answer is
+    ``unscorable``. The four masks are disjoint and cover every group.
 
     Args:
-        correct: (P, G) bool verifier outcomes.
+        correct: (P, G) bool verifier outcomes (any value where not scorable).
+        scorable: (P, G) bool, False where the verifier abstained; None: every answer scored.
 
     Returns:
-        ``{"all_correct", "all_wrong", "mixed"}``, each a (P,) bool mask.
+        ``{"all_correct", "all_wrong", "mixed", "unscorable"}``, each a (P,) bool mask.
     """
     check_correct(correct)
-    all_correct = correct.all(dim=1)  # (P,)
-    all_wrong = ~correct.any(dim=1)  # (P,)
-    return {"all_correct": all_correct, "all_wrong": all_wrong, "mixed": ~(all_correct | all_wrong)}
+    if scorable is None:
+        scorable = torch.ones_like(correct)
+    check_correct(scorable, shape=correct.shape)
+    unscorable = ~scorable.any(dim=1)  # (P,)
+    all_correct = (correct | ~scorable).all(dim=1) & ~unscorable  # (P,)
+    all_wrong = ~(correct & scorable).any(dim=1) & ~unscorable  # (P,)
+    return {
+        "all_correct": all_correct,
+        "all_wrong": all_wrong,
+        "mixed": ~(all_correct | all_wrong | unscorable),
+        "unscorable": unscorable,
+    }
 
 
 def zero_variance_groups(correct: Tensor) -> Tensor:

@@ -7,7 +7,9 @@ contiguous) and returns one correctness per completion::
         return [c.strip().endswith(a) for c, a in zip(completions, answers)]
 
 Return bools, or the numbers 0 and 1. The trainer's rewards, group classes (all-wrong / mixed / all-correct) and
-advantages are all built on this binary correctness, so other values are refused rather than rounded. The function
+advantages are all built on this binary correctness, so other values are refused rather than rounded. Return None
+for an answer you cannot score (a checker that timed out): training leaves it out of its group's statistics with
+advantage 0 (as TRL's ``None`` rewards), and evaluation counts it as not solved. The function
 runs in the trainer's process without a timeout: bound its work yourself (or use ``reward.kind: math``).
 """
 
@@ -58,7 +60,11 @@ class CustomReward:
         self.fn = load_reward_fn(path)
 
     def score(self, completions: list[str], answers: list[str]) -> list[bool]:
-        """(B,) correctness from the user function, checked for length and binary values."""
+        """(B,) correctness from the user function, checked for length and binary values (None: False)."""
+        return [bool(v) for v in self.score_or_abstain(completions, answers)]
+
+    def score_or_abstain(self, completions: list[str], answers: list[str]) -> list[bool | None]:
+        """(B,) correctness from the user function, None where it abstained."""
         values = list(self.fn(list(completions), list(answers)))
         if len(values) != len(completions):
             raise ValueError(
@@ -66,11 +72,12 @@ class CustomReward:
                 "return one per completion"
             )
         for value in values:
-            if isinstance(value, str) or value not in (0, 1):  # True == 1, and numpy / torch scalars compare alike
+            if value is not None and (isinstance(value, str) or value not in (0, 1)):  # numpy / torch compare alike
                 raise ValueError(
-                    f"reward function {self.path} returned {value!r}: return True/False (or 0/1) per completion"
+                    f"reward function {self.path} returned {value!r}: return True/False (or 0/1, or None to "
+                    "abstain) per completion"
                 )
-        return [bool(v) for v in values]
+        return [None if v is None else bool(v) for v in values]
 
     def close(self) -> None:
         """Nothing to release (same interface as the math verifier)."""

@@ -9,8 +9,9 @@ Equivalence (HF ``math_verify``, Kydlicek et al. 2025, github.com/huggingface/Ma
 after parsing both as LaTeX, so ``0.5`` matches ``\\frac{1}{2}`` and ``3, 2`` matches ``2,3``. Gold answers are
 wrapped in ``$...$`` first: bare LaTeX gold (``\\frac{\\sqrt{2}}{2}``) otherwise parses to nothing and never matches.
 Each (gold, answer) pair runs in a :class:`~neggrad.rewards.pool.TimeoutPool` worker with a wall-clock limit, so a
-pathological answer (``123456789^{987654321}``, ``10000000!``) scores 0 after ``timeout`` seconds and its worker
-is replaced; math-verify's own ``signal.alarm`` timeouts are off (they cannot stop C code and need a main thread).
+pathological answer (``123456789^{987654321}``, ``10000000!``) scores 0 (None, an abstention, in training) after
+``timeout`` seconds and its worker is replaced; math-verify's own ``signal.alarm`` timeouts are off (they cannot
+stop C code and need a main thread).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import importlib.util
 import logging
 import re
 
-from neggrad.rewards.pool import TimeoutPool
+from neggrad.rewards.pool import TimedOut, TimeoutPool
 
 logger = logging.getLogger(__name__)
 
@@ -136,7 +137,14 @@ class MathVerifier:
         self.pool = TimeoutPool(_equivalent, workers=workers, timeout=timeout, initializer=_worker_init)
 
     def score(self, completions: list[str], answers: list[str]) -> list[bool]:
-        """(B,) True where the completion's extracted answer is equivalent to its gold answer (one per completion)."""
+        """(B,) True where the completion's extracted answer is equivalent to its gold answer (one per completion).
+
+        A check stopped at the timeout scores False here; :meth:`score_or_abstain` says None instead."""
+        return [bool(v) for v in self.score_or_abstain(completions, answers)]
+
+    def score_or_abstain(self, completions: list[str], answers: list[str]) -> list[bool | None]:
+        """As :meth:`score`, with None where the check hit the timeout: training leaves such answers out of
+        their group's statistics instead of calling them wrong (FRONTIER.md 9.2-9.3)."""
         if len(completions) != len(answers):
             raise ValueError(
                 f"got {len(completions)} completions but {len(answers)} answers: repeat each answer "
@@ -144,9 +152,9 @@ class MathVerifier:
             )
         extracted = [extract_answer(c) for c in completions]
         pairs = sorted({(gold, pred) for gold, pred in zip(answers, extracted, strict=True) if pred is not None})
-        verdicts = {}
+        verdicts: dict = {}
         for pair, (ok, value) in zip(pairs, self.pool.map(pairs), strict=True):
-            verdicts[pair] = ok and bool(value)
+            verdicts[pair] = None if isinstance(value, TimedOut) else ok and bool(value)
             if not ok:
                 logger.debug("answer %r vs gold %r scored 0: %s", pair[1][:80], pair[0][:80], value)
         return [pred is not None and verdicts[(gold, pred)] for gold, pred in zip(answers, extracted, strict=True)]

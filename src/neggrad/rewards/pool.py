@@ -40,6 +40,12 @@ def _kill_live_workers() -> None:
 
 
 _READY = "ready"
+
+
+class TimedOut(str):
+    """The ``why`` of an item stopped at the timeout (a str, so it reads like any other reason)."""
+
+
 _START_TIMEOUT_S = 120.0
 """A worker that is not ready this long after it was started is a broken setup, not a slow answer."""
 
@@ -216,7 +222,8 @@ class TimeoutPool:
                 self._receive(worker, [])
 
     def map(self, items: Sequence[Any]) -> list[tuple[bool, Any]]:
-        """``(ok, value)`` for each item, in order: ``(True, fn(item))``, or ``(False, why)`` on timeout or error."""
+        """``(ok, value)`` for each item, in order: ``(True, fn(item))``, or ``(False, why)`` on timeout or error
+        (``why`` is a :class:`TimedOut` for a timeout)."""
         if self._closed:
             raise RuntimeError("this TimeoutPool is closed; build a new one")
         if not items:
@@ -241,7 +248,7 @@ class TimeoutPool:
             now = time.monotonic()
             for worker in list(self._workers):
                 if worker.job is not None and now >= worker.deadline:
-                    results[worker.job] = (False, f"timed out after {self.timeout:g} s")
+                    results[worker.job] = (False, TimedOut(f"timed out after {self.timeout:g} s"))
                     self.stats.timeouts += 1
                     remaining -= 1
                     self._replace(worker)
