@@ -160,3 +160,16 @@ def test_every_strategy_and_option_trains_20_steps(tmp_path, name):
     trained = [line for line in lines if line["batch/completions"]]
     assert all(torch.isfinite(torch.tensor(line["loss/total"])) for line in trained), name
     assert not any(line["update/skipped"] for line in lines), name
+
+
+def test_compute_is_accounted_per_kind_of_group(tmp_path):
+    # FRONTIER.md 0: generation (+ hints, judge) and the update, shared out over the kinds of groups
+    kinds = ("time/all_wrong", "time/all_correct", "time/mixed", "time/unscorable")
+    mixed, *_ = run(tmp_path / "parity", PARITY, steps=2)
+    wrong, *_ = run(tmp_path / "arith", steps=2)  # a random model: every arithmetic answer wrong
+    for line in (*mixed, *wrong):
+        spent = line["time/generate"] + line["time/update"] + line["time/old_logp"]
+        assert sum(line[k] for k in kinds) == pytest.approx(spent, rel=1e-6)
+    assert all(line["time/mixed"] > 0 for line in mixed)
+    for line in wrong:
+        assert line["time/all_wrong"] == pytest.approx(line["time/generate"] + line["time/update"] + line["time/old_logp"])

@@ -155,7 +155,7 @@ def test_report_from_run_folders_writes_table_plots_and_data(tmp_path):
     assert not (out / "entropy.png").exists()  # no run logged policy/entropy: no empty plot
     markdown = (out / "report.md").read_text()
     # LLD columns: displaced = mean of the run means 0.5 and 0.1; delta only logged by seed 1
-    assert "| grpo | 0, 1 | 0.300 | 0.550 ± 0.071 | 0.550 | 3 (2/2) | 0.00 | 0.300 | -0.200 | 2.00 |" in markdown
+    assert "| grpo | 0, 1 | 0.300 | 0.550 ± 0.071 | 0.550 | 3 (2/2) | 0.00 | - | 0.300 | -0.200 | 2.00 |" in markdown
     assert "| ngrpo | 0 |" in markdown and "| - | - |" in markdown  # runs without LLD metrics
     assert "![accuracy.png](accuracy.png)" in markdown and "How to read this" in markdown
     assert '<img src="accuracy.png"' in (out / "report.html").read_text()
@@ -180,3 +180,15 @@ def test_report_of_an_empty_folder_exits_2_with_one_line(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "no neggrad runs in" in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_compute_on_all_wrong_groups_is_the_share_of_time_per_kind(tmp_path):
+    from neggrad.report import Run, all_wrong_compute
+
+    lines = [
+        {"time/all_wrong": 3.0, "time/all_correct": 1.0, "time/mixed": 4.0, "time/unscorable": 0.0},
+        {"time/all_wrong": 1.0, "time/all_correct": 0.0, "time/mixed": 1.0, "time/unscorable": 0.0},
+        {"time/step": 9.0},  # an old line without the per-kind times is skipped
+    ]
+    assert all_wrong_compute(Run(tmp_path, {}, None, lines)) == pytest.approx(4.0 / 10.0)
+    assert all_wrong_compute(Run(tmp_path, {}, None, lines[2:])) is None

@@ -64,6 +64,11 @@ METRICS: dict[str, str] = {
     "time/update": "seconds in forward/backward and optimizer steps",
     "time/eval": "seconds evaluating (steps with an evaluation only)",
     "time/step": "seconds for the whole step",
+    "time/all_wrong": "seconds spent on all-wrong groups: their share of generation, hints and the judge, and their "
+    "share of the update (by completion tokens); dropped groups count their generation",
+    "time/all_correct": "seconds spent on all-correct groups (as time/all_wrong)",
+    "time/mixed": "seconds spent on mixed groups (as time/all_wrong)",
+    "time/unscorable": "seconds spent generating groups the verifier could not score (they are dropped)",
     "memory/peak_gb": "peak GPU memory allocated by torch during the step, GiB (CUDA only; this process's)",
     "time/nthr": "seconds scoring tokens for NTHR (part of time/update or time/old_logp)",
     "time/lld": "seconds in the LLD after-update pass",

@@ -166,6 +166,14 @@ def learns_from_all_wrong(config: dict) -> bool:
     return variance_free and config.get("group_filter") != "zero_std"
 
 
+def all_wrong_compute(run: Run) -> float | None:
+    """Share of the run's generation, hint, judge and update time spent on all-wrong groups (``time/{kind}``)."""
+    kinds = ("time/all_wrong", "time/all_correct", "time/mixed", "time/unscorable")
+    rows = [m for m in run.metrics if all(_num(m.get(k)) is not None for k in kinds)]
+    total = sum(m[k] for m in rows for k in kinds)
+    return sum(m["time/all_wrong"] for m in rows) / total if rows and total > 0 else None
+
+
 def default_target(runs: list[Run]) -> float | None:
     """The best method's mean accuracy before RL + TARGET_MARGIN, capped at 1 (None if none was measured)."""
     befores = [
@@ -194,7 +202,9 @@ def summarize(runs: list[Run], *, target: float | None) -> list[dict]:
     accuracy: each run's best greedy evaluation, before and after included, then the mean. Steps to
     target: each run's first evaluated step at or above ``target`` (default ``default_target``), mean over
     the runs that reach it. All-wrong learned from: each run's mean ``groups/all_wrong_frac`` if
-    ``learns_from_all_wrong`` its config, else 0. Step time: mean ``time/step``.
+    ``learns_from_all_wrong`` its config, else 0. Compute on all-wrong groups: ``all_wrong_compute`` (None
+    for runs that predate ``time/{kind}``). Step time: mean ``time/step``. pass@k: the runs' saved
+    ``neggrad eval --pass-k`` results.
     """
     if target is None:
         target = default_target(runs)
@@ -227,6 +237,7 @@ def summarize(runs: list[Run], *, target: float | None) -> list[dict]:
                 "learns_from_all_wrong": any(learns_from_all_wrong(r.config) for r in members),
                 "all_wrong_learned_frac": _mean(all_wrong),
                 "step_time_s": _mean(_mean(metric_curve(r, ("time/step",)).values()) for r in members),
+                "all_wrong_compute_frac": _mean(all_wrong_compute(r) for r in members),
                 "displaced_frac": _mean(_mean(metric_curve(r, ("lld/displaced_frac",)).values()) for r in members),
                 "delta_seq_mean": _mean(_mean(metric_curve(r, ("lld/delta_seq_mean",)).values()) for r in members),
                 "pass_at_k": {  # k: (mean, std or None, runs evaluated)
@@ -253,6 +264,7 @@ def table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
         "best acc",
         f"steps to {fmt(target)} (seeds)",
         "all-wrong groups learned from",
+        "compute on all-wrong groups",
         "displaced correct (LLD)",
         "Δ log-lik correct",
         "s / step",
@@ -278,6 +290,7 @@ def table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
                 fmt(row["best_accuracy_mean"]),
                 f"{fmt(row['steps_to_target_mean'], '.0f')} ({row['reached_target']}/{len(row['seeds'])})",
                 fmt(row["all_wrong_learned_frac"], ".2f"),
+                fmt(row.get("all_wrong_compute_frac"), ".2f"),
                 fmt(row.get("displaced_frac"), ".3f"),
                 fmt(row.get("delta_seq_mean"), "+.3f"),
                 fmt(row["step_time_s"], ".2f"),

@@ -18,7 +18,7 @@ from torch import Tensor
 from neggrad.config import Config
 from neggrad.core.advantages import group_advantages, trained_rows
 from neggrad.core.controls import random_rewards
-from neggrad.core.groups import group_kinds
+from neggrad.core.groups import KINDS, group_kinds
 from neggrad.core.shaping import REWARD_MAX, overlong_penalty, scheme_rewards
 from neggrad.distributed import SINGLE, Dist
 from neggrad.feedback.build import judge_for
@@ -45,6 +45,7 @@ class TrainBatch:
     lens: Tensor | None = None  # (P,) groups whose advantages LENS recomputes from the old policy's confidence
     hinted: Tensor | None = None  # (P,) groups re-generated with hints (left out of LLD and NTHR)
     step_ids: Tensor | None = None  # (B, T) step of each completion token (LLDS step gate only)
+    kind: Tensor | None = None  # (P,) index into core.groups.KINDS of each kept group (compute accounting)
 
 
 def sequence_advantages(config: Config, rewards: Tensor, correct: Tensor, scorable: Tensor | None = None) -> Tensor:
@@ -172,7 +173,8 @@ def collect_batch(
     judge_stats = FeedbackStats()
     kept_parts: list[tuple[Rollout, list, Tensor, Tensor, Tensor, Tensor, Tensor]] = []
     kept = 0
-    counts = {"all_correct": 0, "all_wrong": 0, "mixed": 0, "unscorable": 0}
+    counts = dict.fromkeys(KINDS, 0)
+    kind_seconds = dict.fromkeys(counts, 0.0)  # generation, hint and judge time spent on each kind of group
     abstained = 0
     sampled_correct, dropped, rounds = [], 0, 0
     control: list[tuple[float, float]] = []  # random_reward: (rate, agreement with the verifier) per round
@@ -205,6 +207,8 @@ def collect_batch(
         kinds = group_kinds(correct, scorable)
         for name, mask in kinds.items():
             counts[name] += int(mask.sum())
+            kind_seconds[name] += (t1 - t0) * int(mask.sum()) / P  # the round's generation, an equal share per group
+        extra = hints.seconds + judge_stats.seconds  # what hints and the judge (all-wrong groups only) add below
         # unscorable groups are dropped by the filter below; shown as all-correct, hints and the judge skip them
         visible = correct | kinds["unscorable"][:, None]  # (P, G)
         hinted = torch.zeros(P, dtype=torch.bool)
@@ -224,6 +228,7 @@ def collect_batch(
                 reward_scheme=config.reward_scheme,
                 stats=judge_stats,
             )
+        kind_seconds["all_wrong"] += hints.seconds + judge_stats.seconds - extra
         keep = _filter_groups(correct, config.group_filter, repair, config.zero_variance, scorable)  # (P,)
         dropped += int((~keep).sum())
         take = keep.nonzero().squeeze(1)[: P - kept]  # surplus groups are discarded
@@ -257,6 +262,7 @@ def collect_batch(
         **{f"groups/{k}_frac": v / n_groups for k, v in counts.items()},
         "groups/zero_std": int(counts["all_correct"] + counts["all_wrong"]),
         "reward/abstained": int(dist.sum([abstained])[0]),
+        **{f"time/gen_{k}": v for k, v in zip(kind_seconds, dist.max(list(kind_seconds.values())), strict=True)},
         "groups/dropped": int(dropped),
         "groups/gen_rounds": rounds,
         "groups/batch_short": int(short > 0),
@@ -327,6 +333,7 @@ def collect_batch(
         zvp=zvp,
         lens=lens,
         hinted=torch.cat([p[5] for p in kept_parts]),
+        kind=sum(i * kinds[name].long() for i, name in enumerate(KINDS)),
     )
     if config.llds.enabled and config.llds.gate == "step":
         batch.step_ids = token_step_ids(

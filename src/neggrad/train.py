@@ -27,6 +27,7 @@ import torch
 
 from neggrad.checkpoint import list_checkpoints, load_trainer_state, rng_state, save_checkpoint, set_rng_state
 from neggrad.config import Config, dump_config
+from neggrad.core.groups import KINDS
 from neggrad.diagnostics.probe import ProbeSet
 from neggrad.distributed import Dist, GroupSeededRollout, gather_rows
 from neggrad.evaluate import evaluate
@@ -245,6 +246,7 @@ class Trainer:
             if hasattr(self.engine, "sync_weights"):  # vLLM samples the next batch with the updated weights
                 self.engine.sync_weights(self.model)
             record.update(update.metrics)
+            record.update(_update_time_by_kind(local, update.metrics, cfg.num_generations))
             if dist.is_main and batch is not None:
                 self._write_samples(batch, update)
         if cfg.eval_steps and state["step"] % cfg.eval_steps == 0 and state["step"] < cfg.max_steps:
@@ -253,6 +255,9 @@ class Trainer:
             t1 = time.perf_counter()
             record.update(self.probe.metrics(self.model, cfg))
             record["time/lld"] = record.get("time/lld", 0.0) + time.perf_counter() - t1
+        for kind in KINDS:  # compute per kind of group: its generation (+ hints, judge) and its share of the update
+            if f"time/gen_{kind}" in record:
+                record[f"time/{kind}"] = record.pop(f"time/gen_{kind}") + record.pop(f"time/update_{kind}", 0.0)
         record["time/step"] = time.perf_counter() - t0
         device = next(self.model.parameters()).device
         if device.type == "cuda":  # this step's peak, then reset for the next
@@ -396,6 +401,17 @@ class Trainer:
             "wall_time_s": round(s["elapsed_s"], 3),
             **{f"policy/{k}": v for k, v in self.policy_info.items()},
         }
+
+
+def _update_time_by_kind(batch: TrainBatch, metrics: dict, group_size: int) -> dict:
+    """``time/update_{kind}``: the update's time (and its old-policy passes) split over the kinds of the
+    batch's groups in proportion to their completion tokens (FRONTIER.md 0: compute per kind)."""
+    if batch.kind is None or not len(batch.kind):
+        return {}
+    spent = metrics.get("time/update", 0.0) + metrics.get("time/old_logp", 0.0)
+    tokens = (batch.rollout.lengths.float() * batch.rows.float()).view(-1, group_size).sum(dim=1)  # (P,)
+    total = float(tokens.sum()) or 1.0
+    return {f"time/update_{k}": spent * float(tokens[batch.kind == i].sum()) / total for i, k in enumerate(KINDS)}
 
 
 def train(config: Config, run_dir: str | Path, *, resume: bool = False, callback: Callback | None = None) -> dict:

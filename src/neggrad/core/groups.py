@@ -37,6 +37,10 @@ def check_correct(correct: Tensor, *, shape: torch.Size | None = None) -> None:
         )
 
 
+KINDS = ("all_correct", "all_wrong", "mixed", "unscorable")
+"""The group kinds of :func:`group_kinds`, in its order (FRONTIER.md 0)."""
+
+
 def group_kinds(correct: Tensor, scorable: Tensor | None = None) -> dict[str, Tensor]:
     """Classify each group as all-correct, all-wrong, mixed or unscorable by its binary correctness.
 
