@@ -172,4 +172,5 @@ def test_compute_is_accounted_per_kind_of_group(tmp_path):
         assert sum(line[k] for k in kinds) == pytest.approx(spent, rel=1e-6)
     assert all(line["time/mixed"] > 0 for line in mixed)
     for line in wrong:
-        assert line["time/all_wrong"] == pytest.approx(line["time/generate"] + line["time/update"] + line["time/old_logp"])
+        spent = line["time/generate"] + line["time/update"] + line["time/old_logp"]
+        assert line["time/all_wrong"] == pytest.approx(spent)
