@@ -190,6 +190,8 @@ def cmd_eval(args) -> int:
     finally:
         task.close()
     result["checkpoint"] = str(checkpoint) if checkpoint else "start"
+    if args.overrides:
+        result["overrides"] = list(args.overrides)
     if checkpoint is not None:  # kept in the run: `neggrad report` shows its pass@k next to the accuracies
         saved = Path(args.run_dir) / "evals" / f"{checkpoint.parent.name}.json"
         try:
