@@ -69,6 +69,10 @@ METRICS: dict[str, str] = {
     "time/all_correct": "seconds spent on all-correct groups (as time/all_wrong)",
     "time/mixed": "seconds spent on mixed groups (as time/all_wrong)",
     "time/unscorable": "seconds spent generating groups the verifier could not score (they are dropped)",
+    **{
+        f"time/gen_{kind}": f"the generation, hint and judge part of time/{kind}"
+        for kind in ("all_wrong", "all_correct", "mixed", "unscorable")
+    },
     "memory/peak_gb": "peak GPU memory allocated by torch during the step, GiB (CUDA only; this process's)",
     "time/nthr": "seconds scoring tokens for NTHR (part of time/update or time/old_logp)",
     "time/lld": "seconds in the LLD after-update pass",

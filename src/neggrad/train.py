@@ -257,7 +257,7 @@ class Trainer:
             record["time/lld"] = record.get("time/lld", 0.0) + time.perf_counter() - t1
         for kind in KINDS:  # compute per kind of group: its generation (+ hints, judge) and its share of the update
             if f"time/gen_{kind}" in record:
-                record[f"time/{kind}"] = record.pop(f"time/gen_{kind}") + record.pop(f"time/update_{kind}", 0.0)
+                record[f"time/{kind}"] = record[f"time/gen_{kind}"] + record.pop(f"time/update_{kind}", 0.0)
         record["time/step"] = time.perf_counter() - t0
         device = next(self.model.parameters()).device
         if device.type == "cuda":  # this step's peak, then reset for the next
