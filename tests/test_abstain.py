@@ -1,5 +1,5 @@
 """Abstaining verifiers (FRONTIER.md 9.2-9.3): an answer the verifier cannot score (None, a timeout) is left out of
-its group's statistics, gets advantage 0 and never trains; a group with no scorable answer is dropped."""
+its group's statistics and gets advantage 0; a group with no scorable answer is dropped."""
 
 import torch
 
@@ -35,7 +35,7 @@ def test_abstentions_get_advantage_zero_and_leave_the_group_statistics(tmp_path)
     outcomes = abstain_some(batch.rollout.texts, batch.answers)
     scorable = torch.tensor([o is not None for o in outcomes])
     assert 0 < int((~scorable).sum()) == stats["reward/abstained"]  # every group was kept (no filter)
-    assert torch.all(batch.seq_adv[~scorable] == 0) and not batch.rows[~scorable].any()
+    assert torch.all(batch.seq_adv[~scorable] == 0)  # in the batch (groups stay whole), with no policy gradient
     rewards = torch.tensor([float(bool(o)) for o in outcomes]).view(-1, G)
     expected = torch.zeros_like(rewards)
     for g in range(rewards.shape[0]):  # slow reference: GRPO on each group's scorable answers alone
@@ -51,3 +51,8 @@ def test_a_group_without_a_scorable_answer_is_dropped(tmp_path):
     (line,) = read_metrics(tmp_path / "metrics.jsonl")
     assert line["groups/unscorable_frac"] == 1.0 and line["groups/all_wrong_frac"] == 0.0
     assert line["batch/completions"] == 0 and line["reward/abstained"] == 16
+
+
+def test_nthr_keeps_whole_groups_with_abstentions(tmp_path):
+    cfg, trainer = _trainer(tmp_path, "abstain_some", "method=nthr", "max_steps=1")
+    assert trainer.train()["status"] == "completed"

@@ -319,7 +319,8 @@ def collect_batch(
     lens = None
     if zv.all_wrong == "lens":
         lens = kinds["all_wrong"] | (kinds["mixed"] & torch.tensor(config.lens.mixed))  # (P',)
-    rows = trained_rows(correct, method=config.advantage_estimator) & scorable  # (P', G) abstentions never train
+    # abstentions stay in the batch at advantage 0 (groups stay whole for NTHR, THR and LENS)
+    rows = trained_rows(correct, method=config.advantage_estimator)  # (P', G)
     stats["time/score"] = t_score + time.perf_counter() - t0
     batch = TrainBatch(
         rollout=rollout,
