@@ -2,9 +2,16 @@
 
 A checkpoint is a folder ``checkpoints/step-N/`` holding the policy (``model/``, loadable with
 ``from_pretrained``), the optimizer and scheduler state, every RNG state and the data cursor
-(``trainer_state.pt``), and ``manifest.json`` with the SHA-256 of every file. It is written into a
-hidden temporary folder and renamed into place, so a crash mid-save leaves no partial ``step-N``.
-Loading checks every hash: a damaged checkpoint is named and refused, never loaded.
+(``trainer_state.json`` with its tensors in ``trainer_state.safetensors``), and ``manifest.json`` with the
+SHA-256 of every file. It is written into a hidden temporary folder and renamed into place, so a crash
+mid-save leaves no partial ``step-N``. Loading checks every hash: a damaged checkpoint is named and refused,
+never loaded.
+
+Nothing in a checkpoint can run code when it is read: it holds only safetensors and JSON, never a pickle.
+The hashes protect against damage, not against a hostile file (anyone can rewrite the manifest), so loading
+also refuses any file that could run code: a pickle (``.pt``, ``.bin``, ...; the ``trainer_state.pt`` that
+earlier neggrad versions wrote included) or Python source (model code ``model.trust_remote_code`` would import), unless
+the caller passes ``trust=True`` (``--trust-checkpoint``: the user made the run).
 """
 
 from __future__ import annotations
@@ -24,6 +31,13 @@ import torch
 logger = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
+STATE_JSON = "trainer_state.json"
+STATE_TENSORS = "trainer_state.safetensors"
+OLD_STATE = "trainer_state.pt"
+"""The pickled trainer state earlier neggrad versions wrote: read only with ``trust=True``."""
+_PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".pkl", ".pickle", ".ckpt", ".joblib")
+_CODE_SUFFIXES = (".py",)
+_NUMPY_KINDS = "biuf"  # the array dtypes the trainer state may hold (never "O": objects come from pickle)
 
 
 class CheckpointError(RuntimeError):
@@ -87,15 +101,8 @@ def save_checkpoint(
     model.save_pretrained(tmp / "model", safe_serialization=True, **({"state_dict": state_dict} if state_dict else {}))
     if tokenizer is not None:
         tokenizer.save_pretrained(tmp / "model")
-    torch.save(
-        {
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "rng": rng_state(),
-            **trainer_state,
-        },
-        tmp / "trainer_state.pt",
-    )
+    state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng_state()}
+    write_trainer_state({**state, **trainer_state}, tmp)
     files = sorted(p for p in tmp.rglob("*") if p.is_file())
     manifest = {"step": step, "files": {str(p.relative_to(tmp)): _sha256(p) for p in files}}
     (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
@@ -119,8 +126,12 @@ def list_checkpoints(root: Path) -> list[Path]:
     return sorted(found, key=lambda p: int(p.name[5:]))
 
 
-def verify_checkpoint(path: Path) -> None:
-    """Raise CheckpointError naming ``path`` if its manifest is missing or any file is absent or altered."""
+def verify_checkpoint(path: Path, *, trust: bool = False) -> None:
+    """Raise CheckpointError naming ``path`` if its manifest is missing or any file is absent or altered.
+
+    Also refused unless ``trust``: any file that could run code when loaded (a pickle, Python source). The old
+    pickled ``trainer_state.pt`` is left to :func:`load_trainer_state`, which explains what to do with it.
+    """
     manifest_path = path / MANIFEST
     if not manifest_path.is_file():
         raise CheckpointError(f"checkpoint {path} is partial: it has no {MANIFEST}")
@@ -135,9 +146,128 @@ def verify_checkpoint(path: Path) -> None:
             raise CheckpointError(f"checkpoint {path} is partial: {rel} is missing")
         if _sha256(f) != digest:
             raise CheckpointError(f"checkpoint {path} is damaged: {rel} does not match its recorded SHA-256")
+    if trust:
+        return
+    for f in sorted(p for p in path.rglob("*") if p.is_file()):
+        rel = f.relative_to(path).as_posix()
+        if rel == OLD_STATE:
+            continue
+        if f.suffix.lower() in _PICKLE_SUFFIXES:
+            raise CheckpointError(
+                f"checkpoint {path} holds {rel}, a pickle that could run code when loaded (neggrad writes only "
+                "safetensors and JSON): refused; if you made this run yourself, pass --trust-checkpoint"
+            )
+        if f.suffix.lower() in _CODE_SUFFIXES:
+            raise CheckpointError(
+                f"checkpoint {path} holds {rel}, Python code that model.trust_remote_code would run: refused; if "
+                "you made this run yourself, pass --trust-checkpoint"
+            )
 
 
-def load_trainer_state(path: Path) -> dict:
-    """Verify ``path`` and return its trainer state (optimizer, scheduler, RNG, cursor, step...)."""
-    verify_checkpoint(path)
-    return torch.load(path / "trainer_state.pt", weights_only=False)
+def load_trainer_state(path: Path, *, trust: bool = False) -> dict:
+    """Verify ``path`` and return its trainer state (optimizer, scheduler, RNG, cursor, step...).
+
+    A checkpoint of an earlier neggrad (a pickled ``trainer_state.pt``) is refused with what to do, or read
+    with ``trust`` (``--trust-checkpoint``: the user made the run and knows the file is theirs).
+    """
+    verify_checkpoint(path, trust=trust)
+    if (path / STATE_JSON).is_file():
+        return read_trainer_state(path)
+    old = path / OLD_STATE
+    if old.is_file():
+        if not trust:
+            raise CheckpointError(
+                f"{old} is a pickle from an earlier neggrad, and loading a pickle can run any code: if you made "
+                "this run yourself, resume with --trust-checkpoint (its next checkpoint is saved without pickle); "
+                "otherwise start a new run"
+            )
+        logger.warning("reading %s with pickle (--trust-checkpoint)", old)
+        return torch.load(old, weights_only=False)
+    raise CheckpointError(f"checkpoint {path} is partial: it has no {STATE_JSON}")
+
+
+# ---------------------------------------------------------------------------------------------- trainer state
+# The nested state (dicts with int keys, tuples, tensors, NumPy arrays, floats, None) as JSON plus one safetensors
+# file: each tensor or array becomes {"__tensor__": name} or {"__ndarray__": name, "dtype": ..., "shape": ...}, a
+# tuple {"__tuple__": [...]}, and a dict whose keys are not all plain strings {"__items__": [[key, value], ...]}.
+# Reading builds only those containers and plain values: there is nothing in either file that names code.
+
+_MARKERS = ("__tensor__", "__ndarray__", "__tuple__", "__items__")
+
+
+def _encode(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    if isinstance(obj, torch.Tensor):
+        name = f"t{len(tensors)}"
+        tensors[name] = obj.detach().cpu().contiguous()
+        return {"__tensor__": name}
+    if isinstance(obj, np.ndarray):
+        if obj.dtype.kind not in _NUMPY_KINDS:
+            raise TypeError(f"the trainer state holds a NumPy array of {obj.dtype}, which a checkpoint cannot store")
+        name = f"t{len(tensors)}"
+        raw = np.ascontiguousarray(obj).view(np.uint8).reshape(-1)
+        tensors[name] = torch.from_numpy(raw.copy())
+        return {"__ndarray__": name, "dtype": obj.dtype.str, "shape": list(obj.shape)}
+    if isinstance(obj, np.generic):
+        return _encode(obj.item(), tensors)
+    if isinstance(obj, tuple):
+        return {"__tuple__": [_encode(x, tensors) for x in obj]}
+    if isinstance(obj, list):
+        return [_encode(x, tensors) for x in obj]
+    if isinstance(obj, dict):
+        if all(isinstance(k, str) and k not in _MARKERS for k in obj):
+            return {k: _encode(v, tensors) for k, v in obj.items()}
+        return {"__items__": [[_encode(k, tensors), _encode(v, tensors)] for k, v in obj.items()]}
+    raise TypeError(f"the trainer state holds a {type(obj).__name__}, which a checkpoint cannot store")
+
+
+def _hashable(key: Any) -> Any:
+    return tuple(_hashable(x) for x in key) if isinstance(key, list) else key
+
+
+def _decode(obj: Any, tensors: dict[str, torch.Tensor], where: Path) -> Any:
+    if isinstance(obj, list):
+        return [_decode(x, tensors, where) for x in obj]
+    if not isinstance(obj, dict):
+        return obj
+    try:
+        if "__tensor__" in obj:
+            return tensors[obj["__tensor__"]]
+        if "__ndarray__" in obj:
+            dtype = np.dtype(obj["dtype"])
+            if dtype.kind not in _NUMPY_KINDS:
+                raise ValueError(dtype)
+            raw = tensors[obj["__ndarray__"]].numpy().tobytes()
+            return np.frombuffer(raw, dtype=dtype).reshape(obj["shape"]).copy()
+        if "__tuple__" in obj:
+            return tuple(_decode(x, tensors, where) for x in obj["__tuple__"])
+        if "__items__" in obj:
+            return {_hashable(_decode(k, tensors, where)): _decode(v, tensors, where) for k, v in obj["__items__"]}
+    except (KeyError, TypeError, ValueError):
+        raise CheckpointError(f"{where} is damaged: an entry does not match the trainer state format") from None
+    return {k: _decode(v, tensors, where) for k, v in obj.items()}
+
+
+def write_trainer_state(state: dict, folder: Path) -> None:
+    """Write ``state`` as ``trainer_state.json`` and ``trainer_state.safetensors`` in ``folder`` (no pickle)."""
+    from safetensors.torch import save_file
+
+    tensors: dict[str, torch.Tensor] = {}
+    encoded = _encode(state, tensors)
+    save_file(tensors, str(folder / STATE_TENSORS))
+    (folder / STATE_JSON).write_text(json.dumps(encoded))
+
+
+def read_trainer_state(folder: Path) -> dict:
+    """The state :func:`write_trainer_state` wrote in ``folder``, bit for bit (tensors on the CPU)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = folder / STATE_JSON
+    try:
+        encoded = json.loads(path.read_text())
+        tensors = load_file(str(folder / STATE_TENSORS))
+    except (OSError, ValueError, SafetensorError) as err:
+        raise CheckpointError(f"{path} or {STATE_TENSORS} is unreadable: {err}") from None
+    return _decode(encoded, tensors, path)

@@ -66,11 +66,11 @@ def _worker_rank() -> int:
     return int(os.environ.get("RANK", "0"))
 
 
-def run_training(config: Config, run_dir: Path, *, resume: bool) -> dict:
+def run_training(config: Config, run_dir: Path, *, resume: bool, trust_checkpoint: bool = False) -> dict:
     from neggrad.train import train
 
     if _worker_rank() > 0:  # under a launcher only rank 0 shows progress and the summary
-        return train(config, run_dir, resume=resume)
+        return train(config, run_dir, resume=resume, trust_checkpoint=trust_checkpoint)
     with _progress() as progress:
         tasks: dict[str, int] = {}
 
@@ -96,7 +96,7 @@ def run_training(config: Config, run_dir: Path, *, resume: bool) -> dict:
                     info += f"  eval {data['eval/accuracy']:.3f}"
                 progress.update(tasks["rl"], completed=data["step"], info=info)
 
-        return train(config, run_dir, resume=resume, callback=callback)
+        return train(config, run_dir, resume=resume, callback=callback, trust_checkpoint=trust_checkpoint)
 
 
 def _summary_table(summary: dict, title: str) -> Table:
@@ -141,7 +141,9 @@ def cmd_train(args) -> int:
         print(format_plan(plan), end="")
         print(f"run directory: {run_dir} (not created)")
         return 0
-    summary = run_training(config, run_dir, resume=bool(args.resume))
+    if args.trust_checkpoint and not args.resume:
+        raise UsageError("--trust-checkpoint applies to --resume RUN_DIR (a checkpoint to read)")
+    summary = run_training(config, run_dir, resume=bool(args.resume), trust_checkpoint=args.trust_checkpoint)
     if _worker_rank() > 0:
         return 0
     out.print(_summary_table(summary, f"neggrad {config.method}: {run_dir}"))
@@ -177,9 +179,11 @@ def cmd_eval(args) -> int:
             found = [p for p in found if p.name == f"step-{args.step}"]
         if not found:
             raise UsageError(f"{run_dir} has no checkpoint" + (f" for step {args.step}" if args.step else ""))
-        verify_checkpoint(found[-1])
+        verify_checkpoint(found[-1], trust=args.trust_checkpoint)
         checkpoint = found[-1] / "model"
     else:
+        if args.trust_checkpoint:
+            raise UsageError("--trust-checkpoint applies to a run directory (a checkpoint to read), not --config")
         config = resolve_config(args.config, args.overrides)
     model, tokenizer, _ = load_policy(config, checkpoint=checkpoint)
     engine = build_rollout(model, tokenizer, config)  # rollout.backend: HF generate, or vLLM for large k
@@ -429,6 +433,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="print the resolved plan (model, data, steps, memory estimate per GPU) without loading weights",
     )
+    p.add_argument(
+        "--trust-checkpoint",
+        action="store_true",
+        help="with --resume: read a checkpoint that could run code (an earlier neggrad's pickled "
+        "trainer_state.pt, or trust_remote_code model files); only for runs you made yourself (docs/security.md)",
+    )
     p.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. learning_rate=1e-5")
     p.set_defaults(func=cmd_train)
 
@@ -446,6 +456,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--config", help="evaluate the starting policy of this config instead")
     p.add_argument("--step", type=int, help="checkpoint step to evaluate")
+    p.add_argument(
+        "--trust-checkpoint",
+        action="store_true",
+        help="read a checkpoint that could run code (pickles, trust_remote_code model files); only for runs "
+        "you made yourself (docs/security.md)",
+    )
     p.add_argument("--avg-k", type=int, default=0, help="also sample k completions per prompt (avg@k)")
     p.add_argument("--pass-k", help="unbiased pass@k for these k, e.g. 1,8,64 (samples max(k) per prompt)")
     p.add_argument("--set", dest="overrides", action="append", default=[], help="key=value override")

@@ -101,7 +101,9 @@ class Trainer:
         self.callback = callback or (lambda event, data: None)
 
     # ------------------------------------------------------------------ setup
-    def setup(self, *, resume: bool = False) -> None:
+    def setup(self, *, resume: bool = False, trust_checkpoint: bool = False) -> None:
+        """``trust_checkpoint``: read a checkpoint that holds code or pickles (an earlier neggrad's, or a
+        ``trust_remote_code`` model's), which is refused otherwise; only for runs the user made."""
         cfg = self.config
         self.dist = dist = Dist.from_env()  # one process, or this one's rank under a launcher
         self.run_dir = Path(dist.broadcast(str(self.run_dir)))  # rank 0's folder (a default name holds a time)
@@ -119,7 +121,7 @@ class Trainer:
             if not found:
                 raise FileNotFoundError(f"nothing to resume in {self.run_dir}: it has no checkpoints/step-N")
             checkpoint = found[-1]
-            state = load_trainer_state(checkpoint)  # verifies every hash first
+            state = load_trainer_state(checkpoint, trust=trust_checkpoint)  # verifies every hash first
         with dist.main_first():  # rank 0 fills the caches (SFT warm start, downloads) the others then read
             self.model, self.tokenizer, self.policy_info = load_policy(
                 cfg,
@@ -414,11 +416,19 @@ def _update_time_by_kind(batch: TrainBatch, metrics: dict, group_size: int) -> d
     return {f"time/update_{k}": spent * float(tokens[batch.kind == i].sum()) / total for i, k in enumerate(KINDS)}
 
 
-def train(config: Config, run_dir: str | Path, *, resume: bool = False, callback: Callback | None = None) -> dict:
-    """Train (or resume) a run in ``run_dir``; return ``summary.json``'s content."""
+def train(
+    config: Config,
+    run_dir: str | Path,
+    *,
+    resume: bool = False,
+    callback: Callback | None = None,
+    trust_checkpoint: bool = False,
+) -> dict:
+    """Train (or resume) a run in ``run_dir``; return ``summary.json``'s content (``trust_checkpoint``: see
+    :meth:`Trainer.setup`)."""
     trainer = Trainer(config, run_dir, callback=callback)
     try:
-        trainer.setup(resume=resume)
+        trainer.setup(resume=resume, trust_checkpoint=trust_checkpoint)
         return trainer.train()
     finally:
         if hasattr(trainer, "task"):
