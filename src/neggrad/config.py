@@ -14,9 +14,10 @@ import logging
 import math
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 NTHR_ESTIMATORS = ("grpo", "rloo", "ngrpo")
 """Advantage estimators NTHR can sit on: they score whole groups, wrong answers included."""
@@ -349,12 +350,16 @@ class FeedbackHTTPConfig(_Section):
     """The ``http`` judge: an OpenAI-compatible chat-completions server (vLLM, SGLang, a hosted API)."""
 
     base_url: str = "http://127.0.0.1:8000/v1"
-    """Server root; requests go to <base_url>/chat/completions."""
+    """Server root (http:// or https://, no user name or password); requests go to <base_url>/chat/completions.
+    Redirects are not followed: a 3xx reply is a failed judgement naming its target."""
     model: str = ""
     """Model name sent in each request (required for judge: http)."""
     api_key_env: str | None = "NEGGRAD_JUDGE_API_KEY"
     """NAME of the environment variable holding the API key (never the key itself); null for a server
     without authentication. The key is never written to the run directory, logs or errors."""
+    allow_insecure_key: bool = False
+    """Send the API key over plain http:// to a host other than this machine (loopback), where anyone on the
+    network path can read it. Off: such a base_url with a key is refused; use https:// instead."""
     max_concurrency: int = Field(8, ge=1)
     """Requests in flight at once."""
     timeout_s: float = Field(60.0, gt=0, allow_inf_nan=False)
@@ -373,6 +378,21 @@ class FeedbackHTTPConfig(_Section):
     """Judge sampling temperature (0: greedy, so cached replies are what the server would say again)."""
     max_tokens: int = Field(1024, ge=1)
     """Longest judge reply in tokens."""
+
+    @field_validator("base_url")
+    @classmethod
+    def _check_base_url(cls, value: str) -> str:
+        if not value:  # checked with the judge (feedback.judge http needs one)
+            return value
+        parts = urlsplit(value)
+        if parts.username is not None or parts.password is not None:  # checked first: the value is not echoed
+            raise ValueError(
+                "feedback.http.base_url must hold no user name or password: put the API key in the environment "
+                "variable named by feedback.http.api_key_env"
+            )
+        if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
+            raise ValueError(f"feedback.http.base_url must start with http:// or https://, got {value!r}")
+        return value
 
 
 class FeedbackConfig(_Section):

@@ -1,8 +1,11 @@
 """The http judge against a real loopback server: answers, faults, cache, breaker, and no key leaks."""
 
+import json
 import logging
 import socket
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -137,3 +140,110 @@ def test_a_missing_key_variable_is_a_config_error_naming_the_variable(monkeypatc
         build_judge(cfg.feedback)
     cfg = build_config({}, ["feedback.judge=http", "feedback.http.model=m", "feedback.http.api_key_env=null"])
     assert build_judge(cfg.feedback)._api_key is None  # a server without authentication
+
+
+class _Recorder(BaseHTTPRequestHandler):
+    """Answers every request with a judge verdict and records what it received (method, path, headers)."""
+
+    def _any(self):
+        self.server.seen.append((self.command, self.path, dict(self.headers)))
+        payload = json.dumps({"choices": [{"message": {"content": "FIRST_WRONG_STEP: 1"}}]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    do_GET = do_POST = _any  # noqa: N815 (http.server's names)
+
+    def log_message(self, *args):
+        pass
+
+
+class _Redirector(BaseHTTPRequestHandler):
+    """Sends every request elsewhere with the status and Location the server was given."""
+
+    def do_POST(self):  # noqa: N802 (http.server's name)
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.send_response(self.server.status)
+        self.send_header("Location", self.server.location)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def servers():
+    started = []
+
+    def start(handler, **attrs):
+        server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        server.daemon_threads = True
+        for key, value in attrs.items():
+            setattr(server, key, value)
+        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        started.append(server)
+        return server, f"http://127.0.0.1:{server.server_address[1]}"
+
+    yield start
+    for server in started:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+def test_a_redirect_is_a_failure_and_the_key_goes_nowhere_else(servers, tmp_path, caplog, status):
+    recorder, elsewhere = servers(_Recorder, seen=[])
+    target = f"{elsewhere}/v1/chat/completions"
+    _, url = servers(_Redirector, status=status, location=target)
+    with caplog.at_level(logging.DEBUG):
+        verdict = _judge(f"{url}/v1", tmp_path).judge([_req("ok1")])[0]
+    assert recorder.seen == []  # neither the request nor the key reached the redirect's target
+    assert verdict.failed and f"HTTP {status}" in verdict.reason and target in verdict.reason
+    assert SECRET not in verdict.reason and SECRET not in caplog.text
+    assert not list((tmp_path / "cache").rglob("*.json"))  # nothing cached from a redirect
+
+
+def _http_config(tmp_path, base_url, *more):
+    return build_config(
+        {},
+        [
+            "feedback.judge=http",
+            f"feedback.http.base_url={base_url}",
+            "feedback.http.model=m",
+            "feedback.http.api_key_env=NEGGRAD_TEST_JUDGE_KEY",
+            f"feedback.cache_dir={tmp_path}",
+            *more,
+        ],
+    )
+
+
+def test_a_key_goes_over_plain_http_only_to_loopback_or_when_allowed(tmp_path, monkeypatch):
+    monkeypatch.setenv("NEGGRAD_TEST_JUDGE_KEY", SECRET)
+    for local in ("http://127.0.0.1:8000/v1", "http://localhost:8000/v1", "http://[::1]:8000/v1"):
+        assert build_judge(_http_config(tmp_path, local).feedback)._api_key == SECRET
+    assert build_judge(_http_config(tmp_path, "https://judge.example.com/v1").feedback)._api_key == SECRET
+    with pytest.raises(ConfigError, match=r"plain http:// to judge.example.com,.*allow_insecure_key") as err:
+        build_judge(_http_config(tmp_path, "http://judge.example.com/v1").feedback)
+    assert SECRET not in str(err.value)
+    allowed = _http_config(tmp_path, "http://judge.example.com/v1", "feedback.http.allow_insecure_key=true")
+    assert build_judge(allowed.feedback)._api_key == SECRET
+    # without a key there is nothing to protect
+    keyless = _http_config(tmp_path, "http://judge.example.com/v1", "feedback.http.api_key_env=null")
+    assert build_judge(keyless.feedback)._api_key is None
+    with pytest.raises(ValueError, match="plain http://"):  # the class itself refuses too
+        HTTPJudge(base_url="http://10.0.0.5/v1", model="m", api_key=SECRET)
+
+
+@pytest.mark.parametrize(
+    ("base_url", "message"),
+    [
+        ("file:///etc/v1", "must start with http:// or https://"),
+        ("https://user:sk-123@judge.example.com/v1", "no user name or password"),
+    ],
+)
+def test_base_urls_that_are_not_http_or_hold_credentials_are_refused(base_url, message):
+    with pytest.raises(ConfigError, match=message) as err:
+        build_config({}, ["feedback.judge=http", "feedback.http.model=m", f"feedback.http.base_url={base_url}"])
+    assert "sk-123" not in str(err.value)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 from neggrad.config import ConfigError, FeedbackConfig
 from neggrad.feedback.cache import JudgeCache
 from neggrad.feedback.judge import DEFAULT_TEMPLATE, Judge
+
+logger = logging.getLogger(__name__)
 
 _BUILT: dict[str, Judge] = {}
 
@@ -38,7 +41,7 @@ def build_judge(cfg: FeedbackConfig) -> Judge:
             batch_size=local.batch_size,
             cache=JudgeCache(cfg.cache_dir, f"local|{local.name_or_path}|{local.max_new_tokens}"),
         )
-    from neggrad.feedback.http import HTTPJudge
+    from neggrad.feedback.http import HTTPJudge, insecure_key_host
 
     http = cfg.http
     api_key = None
@@ -49,22 +52,32 @@ def build_judge(cfg: FeedbackConfig) -> Judge:
                 f"feedback.http.api_key_env names {http.api_key_env}, which is not set: export it with the "
                 "judge server's API key, or set feedback.http.api_key_env: null for a server without one"
             )
-    return HTTPJudge(
-        base_url=http.base_url,
-        model=http.model,
-        api_key=api_key,
-        template=template,
-        temperature=http.temperature,
-        max_tokens=http.max_tokens,
-        timeout_s=http.timeout_s,
-        max_retries=http.max_retries,
-        backoff_s=http.backoff_s,
-        max_backoff_s=http.max_backoff_s,
-        max_concurrency=http.max_concurrency,
-        breaker_failures=http.breaker_failures,
-        breaker_cooldown_s=http.breaker_cooldown_s,
-        cache=JudgeCache(cfg.cache_dir, f"http|{http.model}|{http.temperature}|{http.max_tokens}"),
-    )
+    if api_key and http.allow_insecure_key and insecure_key_host(http.base_url):
+        logger.warning(
+            "feedback.http.allow_insecure_key: the judge's API key goes over plain http:// to %s",
+            insecure_key_host(http.base_url),
+        )
+    try:
+        judge = HTTPJudge(
+            base_url=http.base_url,
+            model=http.model,
+            api_key=api_key,
+            template=template,
+            temperature=http.temperature,
+            max_tokens=http.max_tokens,
+            timeout_s=http.timeout_s,
+            max_retries=http.max_retries,
+            backoff_s=http.backoff_s,
+            max_backoff_s=http.max_backoff_s,
+            max_concurrency=http.max_concurrency,
+            breaker_failures=http.breaker_failures,
+            breaker_cooldown_s=http.breaker_cooldown_s,
+            cache=JudgeCache(cfg.cache_dir, f"http|{http.model}|{http.temperature}|{http.max_tokens}"),
+            allow_insecure_key=http.allow_insecure_key,
+        )
+    except ValueError as err:  # a key that would travel in clear text: the message names the host, never the key
+        raise ConfigError(str(err)) from None
+    return judge
 
 
 def judge_for(cfg: FeedbackConfig) -> Judge:

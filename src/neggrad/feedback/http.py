@@ -12,20 +12,26 @@ Stdlib only (``urllib``), with up to ``max_concurrency`` requests in flight. Wha
 - ``breaker_failures`` failed requests in a row open the circuit breaker: for ``breaker_cooldown_s``
   every request fails at once without touching the server; then requests are tried again.
 
+- a redirect (HTTP 3xx): a failure at once naming the status and the target; it is never followed,
+  so neither the request nor the key reaches another host.
+
 Every failure is one response with reward 0; none raises. Replies are cached on disk by (judge,
 prompt) before they are parsed. The API key is read from the environment variable named by
-``feedback.http.api_key_env``, sent only in the Authorization header, and never logged, cached or
-put in an error message.
+``feedback.http.api_key_env``, sent only in the Authorization header to ``base_url``, and never logged,
+cached, put in a URL or in an error message. It goes over plain ``http://`` only to a loopback host
+(127.0.0.0/8, ::1, localhost) unless ``allow_insecure_key`` (``feedback.http.allow_insecure_key``) is set.
 """
 
 from __future__ import annotations
 
 import email.utils
+import ipaddress
 import json
 import logging
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
@@ -35,6 +41,36 @@ from neggrad.feedback.judge import DEFAULT_TEMPLATE, JudgeRequest, Verdict, fail
 logger = logging.getLogger(__name__)
 
 _RETRIED_STATUS = (429, 500, 502, 503, 504)
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Never follow a redirect: urllib would resend the Authorization header to whatever host it names."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        return None  # urllib then raises the 3xx as an HTTPError
+
+
+_OPENER = urllib.request.build_opener(_NoRedirect)
+
+
+def is_loopback(host: str | None) -> bool:
+    """Whether ``host`` (a URL's host name) is this machine: localhost, 127.0.0.0/8 or ::1."""
+    if not host:
+        return False
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def insecure_key_host(base_url: str) -> str | None:
+    """The host an API key would travel to in clear text (plain http:// to a non-loopback host), else None."""
+    parts = urllib.parse.urlsplit(base_url)
+    if parts.scheme.lower() == "http" and not is_loopback(parts.hostname):
+        return parts.hostname or base_url
+    return None
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -74,7 +110,14 @@ class HTTPJudge:
         breaker_failures: int = 20,
         breaker_cooldown_s: float = 60.0,
         cache: JudgeCache | None = None,
+        allow_insecure_key: bool = False,
     ):
+        host = insecure_key_host(base_url)
+        if api_key and host and not allow_insecure_key:
+            raise ValueError(
+                f"the judge's API key would travel over plain http:// to {host}, readable on the way: use https://, "
+                "or set feedback.http.allow_insecure_key: true if that network is yours"
+            )
         self.url = base_url.rstrip("/") + "/chat/completions"
         self.model, self.template = model, template
         self.temperature, self.max_tokens = temperature, max_tokens
@@ -124,7 +167,7 @@ class HTTPJudge:
         if self._api_key:
             headers["Authorization"] = f"Bearer {self._api_key}"
         request = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
-        with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+        with _OPENER.open(request, timeout=self.timeout_s) as response:
             return response.read()
 
     def _ask(self, prompt: str) -> tuple[str | None, str | None]:
@@ -138,8 +181,12 @@ class HTTPJudge:
                 raw = self._post(prompt)
             except urllib.error.HTTPError as err:
                 status, retry_after = err.code, _retry_after(err.headers.get("Retry-After") if err.headers else None)
+                location = err.headers.get("Location") if err.headers else None
                 err.close()
                 reason = f"HTTP {status}"
+                if 300 <= status < 400:
+                    target = f" to {location[:200]}" if location else ""
+                    return None, f"HTTP {status} redirect{target}, not followed (the judge is asked at base_url only)"
                 if status not in _RETRIED_STATUS:
                     return None, reason
                 if retry_after is not None:
