@@ -74,3 +74,7 @@ def test_docs_build_in_strict_mode(tmp_path):
     config_html = (tmp_path / "site" / "reference" / "config" / "index.html").read_text()
     assert "nthr.eta" in config_html and "2|0.5-p|" in config_html
     assert (tmp_path / "site" / "integrations" / "trl" / "index.html").is_file()
+    security = (tmp_path / "site" / "security" / "index.html").read_text()
+    assert "--trust-checkpoint" in security and "allow_insecure_key" in security and "api_key_env" in security
+    multiprocess = (tmp_path / "site" / "multiprocess" / "index.html").read_text()
+    assert "torchrun --standalone --nproc_per_node 2" in multiprocess and "accelerate launch" in multiprocess
