@@ -191,3 +191,16 @@ def test_smollm2_example_plan(no_weights):
     assert plan.model["parameters"] == 134_515_008 and "exact, from the GGUF" in plan.model["parameters_how"]
     assert plan.data["train_prompts"] == 270 - 16
     assert plan.memory["total"] == 16 * 134_515_008  # fp32: weights, grads, 2 AdamW states
+
+
+@pytest.mark.parametrize("path", ["./does/not/exist", "/does/not/exist", "~/does-not-exist-neggrad", "a/b/c"])
+def test_cli_dry_run_refuses_a_local_path_that_does_not_exist(path, capsys, no_weights):
+    code = cli.main(["train", "--dry-run", "--config", "testbed/demo", f"model.name_or_path={path}"])
+    err = capsys.readouterr().err
+    assert code == 2 and f"model folder {path!r} does not exist" in err and len(err.strip().splitlines()) == 1
+
+
+def test_dry_run_still_takes_a_hub_id_it_has_not_cached(tmp_path, monkeypatch, no_weights):
+    monkeypatch.setenv("HF_HOME", str(tmp_path))  # an empty cache
+    plan = build_plan(build_config({}, ["model.name_or_path=SomeOrg/some-model"]))
+    assert plan.model["kind"].startswith("hub id (not in the local cache")

@@ -90,7 +90,7 @@ def _require_peft():
     return peft
 
 
-def _local_folder(name_or_path: str) -> Path | None:
+def local_folder(name_or_path: str) -> Path | None:
     """The folder ``name_or_path`` names, None for a hub id; a path that does not exist is a ConfigError."""
     path = Path(name_or_path).expanduser()
     if path.is_dir():
@@ -137,7 +137,7 @@ def _load_hf(source: str | Path, model_config: ModelConfig, *, dtype: torch.dtyp
     """Model and tokenizer from a hub id or folder; loading failures become one-line ConfigErrors."""
     from transformers import AutoModelForCausalLM
 
-    folder = _local_folder(str(source))
+    folder = local_folder(str(source))
     if folder is not None and gguf_file is None and not (folder / "config.json").is_file():
         raise ConfigError(f"model folder {str(source)!r} has no config.json: it is not a saved Hugging Face model")
     if folder is not None and gguf_file is not None and not (folder / gguf_file).is_file():

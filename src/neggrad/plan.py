@@ -204,6 +204,9 @@ def _model_plan(config: Config, plan: Plan) -> Shape | None:
             else:
                 plan.notes.append(f"{path} has no config.json: loading will fail")
         else:
+            from neggrad.models import local_folder
+
+            local_folder(path)  # a path that looks local and does not exist: the ConfigError training would raise
             m["kind"] = "hub id"
             cached = None if mc.gguf_file else _cached_config_json(path)
             if cached is not None:
