@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from rich.console import Console
 
+import neggrad.cli
 from neggrad.cli import main
 from neggrad.report import ReportError, Run, learns_from_all_wrong, load_runs, summarize, write_report
 
@@ -155,8 +157,8 @@ def test_report_from_run_folders_writes_table_plots_and_data(tmp_path):
     assert not (out / "entropy.png").exists()  # no run logged policy/entropy: no empty plot
     markdown = (out / "report.md").read_text()
     # LLD columns: displaced = mean of the run means 0.5 and 0.1; delta only logged by seed 1
-    assert "| grpo | 0, 1 | 0.300 | 0.550 ± 0.071 | 0.550 | 3 (2/2) | 0.00 | - | 0.300 | -0.200 | 2.00 |" in markdown
-    assert "| ngrpo | 0 |" in markdown and "| - | - |" in markdown  # runs without LLD metrics
+    assert "| grpo | 2 | 0.300 | 0.550 ± 0.071 | 0.550 | 3 (2/2) | 0.00 | - | 0.300 | -0.200 | 2.00 |" in markdown
+    assert "| ngrpo | 1 |" in markdown and "| - | - |" in markdown  # runs without LLD metrics
     assert "![accuracy.png](accuracy.png)" in markdown and "How to read this" in markdown
     assert '<img src="accuracy.png"' in (out / "report.html").read_text()
     assert json.loads((out / "summary.json").read_text())["methods"] == data["methods"]
@@ -192,3 +194,31 @@ def test_compute_on_all_wrong_groups_is_the_share_of_time_per_kind(tmp_path):
     ]
     assert all_wrong_compute(Run(tmp_path, {}, None, lines)) == pytest.approx(4.0 / 10.0)
     assert all_wrong_compute(Run(tmp_path, {}, None, lines[2:])) is None
+
+
+def test_the_terminal_table_fits_80_columns_and_points_to_the_full_report(tmp_path, capsys, monkeypatch):
+    for run in RUNS:
+        _write_run(tmp_path / "runs" / run.path, run)
+    monkeypatch.setattr(neggrad.cli, "out", Console(width=80))
+    monkeypatch.chdir(tmp_path)
+    assert main(["report", "runs", "--out", "r"]) == 0
+    printed = capsys.readouterr().out
+    assert "…" not in printed and max(len(line) for line in printed.splitlines()) <= 80
+    grpo = next(line for line in printed.splitlines() if "grpo" in line and "ngrpo" not in line)
+    assert [cell.strip() for cell in grpo.strip("│ ").split("│")] == ["grpo", "2", "0.300", "0.550 ± 0.071", "0.550"]
+    assert "report.md" in printed and "report.html" in printed
+
+
+def test_plot_legends_stay_outside_the_curves(tmp_path):
+    plt = pytest.importorskip("matplotlib.pyplot")
+    from neggrad.report import place_legend
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for i in range(6):  # curves that fill the whole plot area, as accuracy curves do
+        ax.plot(range(50), [(x * (i + 1)) % 7 / 7 for x in range(50)], label=f"method {i}")
+    place_legend(ax)
+    fig.savefig(tmp_path / "p.png", bbox_inches="tight")
+    renderer = fig.canvas.get_renderer()
+    legend, axes = ax.get_legend().get_window_extent(renderer), ax.get_window_extent(renderer)
+    assert not legend.overlaps(axes)
+    plt.close(fig)

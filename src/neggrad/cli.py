@@ -299,7 +299,7 @@ def cmd_compare(args) -> int:
 def cmd_report(args) -> int:
     import time
 
-    from neggrad.report import ReportError, load_runs, table, write_report
+    from neggrad.report import ReportError, compact_table, load_runs, write_report
 
     try:
         runs = load_runs(args.run_dirs)
@@ -312,14 +312,17 @@ def cmd_report(args) -> int:
         data = write_report(runs, out_dir, target=args.target)
     except ReportError as err:
         raise UsageError(str(err)) from None
-    header, cells = table(data["methods"])
-    result = Table(title=f"neggrad comparison: {len(runs)} runs")
+    header, cells = compact_table(data["methods"])
+    result = Table(title=f"neggrad comparison: {len(runs)} runs, greedy held-out accuracy")
     for name in header:
-        result.add_column(name, justify="left" if name in ("method", "seeds") else "right")
+        result.add_column(name, justify="left" if name == "method" else "right", no_wrap=True)
     for row in cells:
         result.add_row(*row)
     out.print(result)
-    out.print(f"report: {out_dir / 'report.md'} and {out_dir / 'report.html'}")
+    out.print(
+        "steps to target, all-wrong groups, LLD, step time, pass@k and plots: "
+        f"{out_dir / 'report.md'} and {out_dir / 'report.html'}"
+    )
     return 0
 
 

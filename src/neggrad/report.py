@@ -284,7 +284,7 @@ def table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
         cells.append(
             [
                 row["method"],
-                ", ".join(str(s) for s in row["seeds"]),
+                str(len(row["seeds"])),
                 fmt(row["accuracy_before"]),
                 final,
                 fmt(row["best_accuracy_mean"]),
@@ -298,6 +298,13 @@ def table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
             ]
         )
     return header, cells
+
+
+def compact_table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
+    """The first five columns of :func:`table` (method, seeds, start, final mean ± std, best): what fits an
+    80-column terminal; the rest is in report.md and report.html."""
+    header, cells = table(rows)
+    return ["method", "seeds", "start", "final (mean ± std)", "best"], [row[:5] for row in cells]
 
 
 # ---------------------------------------------------------------- plots
@@ -392,6 +399,12 @@ def _moving_mean(values: list[float], window: int) -> list[float]:
     return [statistics.fmean(values[max(0, i + 1 - window) : i + 1]) for i in range(len(values))]
 
 
+def place_legend(ax) -> None:
+    """The legend right of the axes, outside the plot area, so it never covers a curve (saved with
+    ``bbox_inches="tight"``, the figure grows to hold it)."""
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, fontsize="small", frameon=False)
+
+
 def write_plots(runs: list[Run], out_dir: Path, *, target: float | None) -> list[str]:
     """Write the FIGURES that have data; return their file names."""
     plt = require_matplotlib()
@@ -417,9 +430,8 @@ def write_plots(runs: list[Run], out_dir: Path, *, target: float | None) -> list
                 ax.axhline(target, color="grey", linestyle=":", linewidth=1)
             ax.set(title=figure.title, xlabel="step", ylabel=figure.ylabel)
             ax.grid(alpha=0.3)
-            ax.legend()
-            fig.tight_layout()
-            fig.savefig(out_dir / name, dpi=110)
+            place_legend(ax)
+            fig.savefig(out_dir / name, dpi=110, bbox_inches="tight")
             written.append(name)
         plt.close(fig)
     return written
@@ -427,9 +439,10 @@ def write_plots(runs: list[Run], out_dir: Path, *, target: float | None) -> list
 
 # ---------------------------------------------------------------- documents
 HOW_TO_READ = [
-    "Each row is one method over its seeds; a seed fixes the model init, the SFT warm start and the "
-    "sampling, so seed s of every method starts from the same policy. Accuracies are greedy pass@1 on the "
-    "held-out set. Final: after the last step, mean ± sample std (n - 1) over seeds. Best: the best of each "
+    "Each row is one method over its seeds (the seeds column counts them; their ids are in summary.json); a seed "
+    "fixes the model init, the SFT warm start and the sampling, so seed s of every method starts from the same "
+    "policy. Accuracies are greedy pass@1 on the held-out set. Final: after the last step, mean ± sample std "
+    "(n - 1) over seeds. Best: the best of each "
     "run's evaluations (before, every eval_steps, after), averaged; it picks the checkpoint on the test set, "
     "so it flatters every method alike.",
     "Steps to target: the first evaluated step whose accuracy reaches the target, averaged over the seeds that "

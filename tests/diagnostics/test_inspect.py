@@ -1,13 +1,14 @@
 """neggrad inspect: the HTML page of NTHR's token choices, from samples the trainer writes."""
 
 import json
+import re
 
 import pytest
 import torch
 
 from neggrad.cli import main
 from neggrad.config import build_config
-from neggrad.diagnostics.inspect import InspectError, inspect_run, steps_with_tokens
+from neggrad.diagnostics.inspect import InspectError, inspect_run, render, steps_with_tokens
 from neggrad.diagnostics.probe import group_batch, one_step, rollout_from_ids
 from neggrad.train import Trainer
 from tests.test_nthr_update import SMALL as NTHR_SMALL
@@ -66,3 +67,11 @@ def test_inspect_errors_are_one_line(tmp_path, capsys):
         inspect_run(tmp_path)
     assert main(["inspect", str(tmp_path / "missing")]) == 2
     assert "is not a directory" in capsys.readouterr().err
+
+
+def test_completion_rows_wrap_instead_of_scrolling():
+    line = {"group": 0, "prompt": "Q", "answer": "1", "correct": False, "advantage": -1.0, "tau": 0.1, "eta": 0.5}
+    page = render("run", 1, [{**line, "tokens": ["x"] * 400, "scores": [0.0] * 400, "selected": [False] * 400}])
+    row_rule = re.search(r"\.row\{([^}]*)\}", page).group(1)
+    assert not re.search(r"overflow(-x|-y)?:", row_rule) and "nowrap" not in row_rule  # no scroll widget on a row
+    assert "overflow-wrap:anywhere" in row_rule  # a long completion breaks between tokens instead

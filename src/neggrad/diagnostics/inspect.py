@@ -80,7 +80,7 @@ def render(run_name: str, step: int, lines: list[dict]) -> str:
         f"<title>neggrad inspect: {html.escape(run_name)} step {step}</title>",
         "<style>body{font-family:system-ui,sans-serif;margin:2em;max-width:70em}"
         ".tok{font-family:ui-monospace,monospace;font-size:15px;padding:1px 0;border-radius:2px}"
-        ".row{margin:.35em 0;white-space:nowrap;overflow-x:auto}.ok{color:#1a7f37}.bad{color:#c62828}"
+        ".row{margin:.35em 0;line-height:1.7;overflow-wrap:anywhere}.ok{color:#1a7f37}.bad{color:#c62828}"
         ".tag{display:inline-block;width:5.5em;font-size:13px}.meta{color:#555;font-size:13px}"
         "h2{font-size:17px;margin-top:1.6em}</style></head><body>",
         f"<h1>NTHR token inspection: {html.escape(run_name)}, step {step}</h1>",
