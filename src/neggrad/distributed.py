@@ -1,6 +1,7 @@
 """Several processes, one run: data parallelism through ``accelerate`` (DDP; FSDP / DeepSpeed through its configs).
 
-Launch (the run directory must be one folder all processes can read; only rank 0 writes it):
+Launch (the run directory must be one folder all processes can read; only rank 0 writes it; docs/multiprocess.md
+has the commands as run on CPU):
 
     torchrun --nproc_per_node 4 -m neggrad.cli train --config run.yaml --run-dir runs/x
     accelerate launch --num_processes 4 -m neggrad.cli train --config run.yaml --run-dir runs/x
