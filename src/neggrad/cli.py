@@ -6,6 +6,7 @@ User mistakes (bad config, missing file, damaged checkpoint) print one line and 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import os
@@ -507,7 +508,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from neggrad.checkpoint import CheckpointError
+    from neggrad.checkpoint import CheckpointError, CheckpointWriteError
     from neggrad.train import NonFiniteError
 
     args = build_parser().parse_args(argv)
@@ -528,6 +529,19 @@ def main(argv: list[str] | None = None) -> int:
     except NonFiniteError as err:
         print(f"neggrad: stopped: {err}", file=sys.stderr)
         return 1
+    except CheckpointWriteError as err:
+        print(f"neggrad: stopped: {err}", file=sys.stderr)
+        return 3
+    except OSError as err:
+        if err.errno not in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+            raise
+        where = f" writing {err.filename}" if err.filename else ""
+        print(
+            f"neggrad: stopped: the disk is full{where}; free space, then continue a run from its last checkpoint "
+            "with: neggrad train --resume RUN_DIR",
+            file=sys.stderr,
+        )
+        return 3
     except KeyboardInterrupt:
         console.print("aborted")
         return 130

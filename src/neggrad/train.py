@@ -25,7 +25,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from neggrad.checkpoint import list_checkpoints, load_trainer_state, rng_state, save_checkpoint, set_rng_state
+from neggrad.checkpoint import (
+    list_checkpoints,
+    load_trainer_state,
+    remove_stale_tmp,
+    rng_state,
+    save_checkpoint_or_explain,
+    set_rng_state,
+)
 from neggrad.config import Config, dump_config
 from neggrad.core.groups import KINDS
 from neggrad.diagnostics.probe import ProbeSet
@@ -115,6 +122,9 @@ class Trainer:
         if dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
         if resume:
+            if dist.is_main:  # a save killed midway left its temporary folder (and its disk space) behind
+                for stale in remove_stale_tmp(self.run_dir / "checkpoints"):
+                    logger.warning("removed %s, left by a save that did not finish", stale)
             found = list_checkpoints(self.run_dir / "checkpoints")
             if not found:
                 raise FileNotFoundError(f"nothing to resume in {self.run_dir}: it has no checkpoints/step-N")
@@ -377,7 +387,7 @@ class Trainer:
             trainer_state["rng_ranks"] = rngs
         if not self.dist.is_main:
             return None
-        return save_checkpoint(
+        return save_checkpoint_or_explain(
             self.run_dir / "checkpoints",
             self.state["step"],
             model=self.model,

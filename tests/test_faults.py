@@ -1,0 +1,205 @@
+"""Faults a long run meets, in one place: nothing is lost, and the user is told what happened in one line.
+
+- a kill, Ctrl-C or crash mid-run: resume continues bit for bit (``test_resume_after_*``);
+- a damaged or partial checkpoint: named and refused, never loaded;
+- a full disk (or another write error) while saving: the partial folder is removed, the intact checkpoint named,
+  exit code 3; ``--resume`` removes stale temporary folders first; a warning before a save that will not fit;
+- a torn last line in ``metrics.jsonl`` or a samples file: dropped with one warning (and cut on resume); a bad
+  line in the middle is an error naming the file and line;
+- continuing a run with a new budget (``--resume RUN max_steps=N``): only keys that cannot change what was
+  trained may change; each change is recorded in ``config_history.jsonl``; the learning-rate schedule is that of
+  the new budget from the resume point on;
+- out of GPU memory in generation or the update: one line naming the settings to lower, nothing half-written
+  saved, exit code 4.
+"""
+
+import errno
+import logging
+import os
+import signal
+
+import pytest
+import torch
+import transformers
+
+from neggrad.checkpoint import CheckpointError, CheckpointWriteError, list_checkpoints
+from neggrad.cli import main
+from neggrad.metrics import read_metrics
+from neggrad.train import Trainer, train
+from tests.test_train import TINY, _untimed, _weights, tiny
+
+
+def _full_disk(after_bytes: int = 100):
+    """A ``save_pretrained`` that writes part of a file, then fails as a full disk does."""
+
+    def save_pretrained(self, folder, *args, **kwargs):
+        os.makedirs(folder, exist_ok=True)
+        with open(os.path.join(folder, "model.safetensors"), "wb") as fh:
+            fh.write(b"\0" * after_bytes)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    return save_pretrained
+
+
+def _defaults(tmp_path) -> str:
+    """A config file of the built-in defaults (the tests' TINY overrides do the rest)."""
+    path = tmp_path / "defaults.yaml"
+    path.write_text("seed: 0\n")
+    return str(path)
+
+
+# ---------------------------------------------------------------- kill, Ctrl-C, crash, damaged checkpoints
+def test_resume_after_interrupt_matches_an_uninterrupted_run(tmp_path):
+    cfg = tiny()
+    full = train(cfg, tmp_path / "full")
+
+    def interrupt_at_2(event, data):
+        if event == "step" and data["step"] == 2:
+            os.kill(os.getpid(), signal.SIGINT)  # the real Ctrl-C path: finish the step, save, stop
+
+    part = train(cfg, tmp_path / "part", callback=interrupt_at_2)
+    assert part["status"] == "interrupted" and part["steps"] == 2
+    resumed = train(cfg, tmp_path / "part", resume=True)
+    assert resumed["steps"] == 4
+    for key in _weights(tmp_path / "full", 4):
+        assert torch.equal(_weights(tmp_path / "full", 4)[key], _weights(tmp_path / "part", 4)[key]), key
+    assert _untimed(read_metrics(tmp_path / "full" / "metrics.jsonl")) == _untimed(
+        read_metrics(tmp_path / "part" / "metrics.jsonl")
+    )
+    assert full["accuracy_after"] == resumed["accuracy_after"]
+    assert full["accuracy_before"] == resumed["accuracy_before"]
+
+
+def test_resume_after_a_crash_drops_metrics_past_the_checkpoint(tmp_path):
+    cfg = tiny()
+    train(cfg, tmp_path / "full")
+
+    class Crash(Exception):
+        pass
+
+    def crash_at_3(event, data):
+        if event == "step" and data["step"] == 3:
+            raise Crash
+
+    with pytest.raises(Crash):
+        train(cfg, tmp_path / "crashed", callback=crash_at_3)
+    assert len(read_metrics(tmp_path / "crashed" / "metrics.jsonl")) == 3  # step 3 logged, not checkpointed
+    train(cfg, tmp_path / "crashed", resume=True)
+    assert _untimed(read_metrics(tmp_path / "full" / "metrics.jsonl")) == _untimed(
+        read_metrics(tmp_path / "crashed" / "metrics.jsonl")
+    )
+    for key, value in _weights(tmp_path / "full", 4).items():
+        assert torch.equal(value, _weights(tmp_path / "crashed", 4)[key]), key
+
+
+def test_damaged_or_partial_checkpoints_are_named_and_refused(tmp_path):
+    cfg = tiny("max_steps=2")
+    train(cfg, tmp_path)
+    ckpt = tmp_path / "checkpoints" / "step-2"
+    weights = ckpt / "model" / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match=r"step-2 is damaged: model/model.safetensors"):
+        train(cfg, tmp_path, resume=True)
+    (ckpt / "manifest.json").unlink()
+    with pytest.raises(CheckpointError, match=r"step-2 is partial: it has no manifest.json"):
+        train(cfg, tmp_path, resume=True)
+
+
+def test_an_interrupted_save_leaves_no_checkpoint(tmp_path):
+    (tmp_path / "checkpoints" / ".tmp-step-6").mkdir(parents=True)
+    assert list_checkpoints(tmp_path / "checkpoints") == []
+
+
+# ---------------------------------------------------------------- full disk while saving
+def test_a_full_disk_while_saving_removes_the_partial_folder_and_names_the_intact_checkpoint(tmp_path):
+    cfg = tiny("max_steps=3", "save_steps=1")
+    trainer = Trainer(cfg, tmp_path)
+    trainer.setup()
+
+    def fill_the_disk_at_2(event, data):
+        if event == "step" and data["step"] == 2:
+            trainer.model.save_pretrained = _full_disk().__get__(trainer.model)
+
+    trainer.callback = fill_the_disk_at_2
+    with pytest.raises(CheckpointWriteError) as caught:
+        trainer.train()
+    message = str(caught.value)
+    assert "could not save checkpoint step-2" in message and "the disk is full" in message
+    assert "it needs about" in message  # the size of step-1
+    assert "step-1 is intact" in message and f"neggrad train --resume {tmp_path}" in message
+    assert "\n" not in message
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["step-1"]  # no .tmp-step-2 left
+
+
+def test_resume_removes_stale_temporary_folders_first(tmp_path):
+    cfg = tiny("max_steps=2", "save_steps=1")
+
+    def crash_at_1(event, data):
+        if event == "step" and data["step"] == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path, callback=crash_at_1)
+    stale = tmp_path / "checkpoints" / ".tmp-step-2"  # what a kill -9 in the middle of a save leaves
+    (stale / "model").mkdir(parents=True)
+    (stale / "model" / "model.safetensors").write_bytes(b"\0" * 4096)
+    summary = train(cfg, tmp_path, resume=True)
+    assert summary["status"] == "completed" and summary["steps"] == 2
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step-1", "step-2"]
+
+
+def test_a_save_warns_when_free_space_is_below_the_last_checkpoint(tmp_path, monkeypatch, caplog):
+    import neggrad.checkpoint
+
+    real = neggrad.checkpoint.shutil.disk_usage
+    monkeypatch.setattr(neggrad.checkpoint.shutil, "disk_usage", lambda p: real(p)._replace(free=1000))
+    with caplog.at_level(logging.WARNING, logger="neggrad.checkpoint"):
+        train(tiny("max_steps=2", "save_steps=1", "eval_steps=0"), tmp_path)
+    warnings = [r.getMessage() for r in caplog.records if "free in" in r.getMessage()]
+    assert len(warnings) == 2  # before step-2 and before the final save (step-1 had nothing to compare with)
+    assert "the last checkpoint (step-1) took" in warnings[0] and "1000 B free" in warnings[0]
+
+
+def test_cli_a_full_disk_is_one_line_and_exit_3(tmp_path, monkeypatch, capsys):
+    calls = []
+    real = transformers.PreTrainedModel.save_pretrained
+
+    def full_on_third(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            return _full_disk()(self, *args, **kwargs)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(transformers.PreTrainedModel, "save_pretrained", full_on_third)
+    run = tmp_path / "run"
+    code = main(
+        ["train", "--config", _defaults(tmp_path), "--run-dir", str(run), *TINY, "max_steps=3", "save_steps=1"]
+    )
+    err = capsys.readouterr().err
+    assert code == 3, err
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.startswith("neggrad:")]
+    assert len(lines) == 1 and lines[0].startswith("neggrad: stopped: could not save checkpoint step-3"), err
+    assert "step-2 is intact" in lines[0]
+    assert [p.name for p in list_checkpoints(run / "checkpoints")] == ["step-1", "step-2"]
+    assert not list((run / "checkpoints").glob(".tmp-*"))
+
+
+def test_cli_a_full_disk_while_logging_is_one_line_and_exit_3(tmp_path, monkeypatch, capsys):
+    import neggrad.metrics
+
+    def full(self, record):
+        raise OSError(errno.ENOSPC, "No space left on device", str(self.path))
+
+    monkeypatch.setattr(neggrad.metrics.MetricsWriter, "write", full)
+    run = tmp_path / "run"
+    code = main(["train", "--config", _defaults(tmp_path), "--run-dir", str(run), *TINY, "max_steps=2"])
+    err = capsys.readouterr().err
+    assert code == 3 and "Traceback" not in err, err
+    lines = [line for line in err.splitlines() if line.startswith("neggrad:")]
+    assert lines == [
+        f"neggrad: stopped: the disk is full writing {run / 'metrics.jsonl'}; free space, then continue a run from "
+        "its last checkpoint with: neggrad train --resume RUN_DIR"
+    ]
