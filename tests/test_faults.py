@@ -14,6 +14,7 @@
 """
 
 import errno
+import json
 import logging
 import os
 import signal
@@ -24,7 +25,7 @@ import transformers
 
 from neggrad.checkpoint import CheckpointError, CheckpointWriteError, list_checkpoints
 from neggrad.cli import main
-from neggrad.metrics import read_metrics
+from neggrad.metrics import RunFileError, read_jsonl, read_metrics
 from neggrad.train import Trainer, train
 from tests.test_train import TINY, _untimed, _weights, tiny
 
@@ -203,3 +204,96 @@ def test_cli_a_full_disk_while_logging_is_one_line_and_exit_3(tmp_path, monkeypa
         f"neggrad: stopped: the disk is full writing {run / 'metrics.jsonl'}; free space, then continue a run from "
         "its last checkpoint with: neggrad train --resume RUN_DIR"
     ]
+
+
+# ---------------------------------------------------------------- torn and foreign lines in run files
+def _tear(path, tail='{"step": 3, "loss/tot'):
+    with path.open("a") as fh:
+        fh.write(tail)
+
+
+def test_read_jsonl_drops_a_torn_last_line_with_one_warning(tmp_path, caplog):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 1}\n{"step": 2}\n')
+    for torn in ('{"step": 3, "lo', "\0" * 64):  # a write cut short; zero bytes a power loss leaves
+        path.write_text('{"step": 1}\n{"step": 2}\n' + torn)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="neggrad.metrics"):
+            assert read_metrics(path) == [{"step": 1}, {"step": 2}]
+        assert [r.getMessage() for r in caplog.records] == [
+            f"{path}: dropped its last line (3), cut short by a crash or a full disk"
+        ]
+    with pytest.raises(RunFileError, match="line 3"):
+        read_jsonl(path, tolerate_torn_tail=False)
+
+
+@pytest.mark.parametrize(
+    ("middle", "what"),
+    [('{"step": 2, "lo', "is not a JSON object"), ("[1, 2]", "is not a JSON object"), ('{"loss": 1}', "has no step")],
+)
+def test_a_bad_line_in_the_middle_names_the_file_and_line(tmp_path, middle, what):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text(f'{{"step": 1}}\n{middle}\n{{"step": 3}}\n')
+    with pytest.raises(RunFileError, match=rf"metrics.jsonl line 2 {what}"):
+        read_metrics(path)
+
+
+def test_resume_cuts_a_torn_last_line_so_appends_stay_valid(tmp_path):
+    cfg = tiny("max_steps=3", "save_steps=1")
+
+    def crash_at_2(event, data):
+        if event == "step" and data["step"] == 2:
+            raise KeyboardInterrupt  # step 2 is logged, step-1 is the last checkpoint
+
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path, callback=crash_at_2)
+    _tear(tmp_path / "metrics.jsonl")
+    assert train(cfg, tmp_path, resume=True)["steps"] == 3
+    text = (tmp_path / "metrics.jsonl").read_text()
+    assert [json.loads(line)["step"] for line in text.splitlines()] == [1, 2, 3]  # every line parses
+
+
+def test_cli_report_and_eval_read_a_run_with_a_torn_last_line(tmp_path, capsys, caplog):
+    run = tmp_path / "run"
+    train(tiny("max_steps=2"), run)
+    _tear(run / "metrics.jsonl")
+    with caplog.at_level(logging.WARNING, logger="neggrad.metrics"):
+        assert main(["report", str(run), "--out", str(tmp_path / "report")]) == 0
+    assert "Traceback" not in capsys.readouterr().err
+    assert [r.getMessage().split(": ", 1)[1] for r in caplog.records] == [
+        "dropped its last line (3), cut short by a crash or a full disk"
+    ]
+    assert (tmp_path / "report" / "report.md").is_file()
+    assert main(["eval", str(run)]) == 0
+    assert json.loads(capsys.readouterr().out)["checkpoint"].endswith("step-2/model")
+
+
+def test_cli_a_bad_middle_line_is_one_line_naming_it(tmp_path, capsys):
+    run = tmp_path / "run"
+    train(tiny("max_steps=2", "save_steps=1"), run)
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    (run / "metrics.jsonl").write_text(f"{lines[0]}\nGARBAGE\n{lines[1]}\n")
+    for argv in (["report", str(run), "--out", str(tmp_path / "report")], ["train", "--resume", str(run)]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert "Traceback" not in err
+        lines = [line for line in err.splitlines() if line.startswith("neggrad:")]
+        assert len(lines) == 1 and "metrics.jsonl line 2 is not a JSON object: 'GARBAGE'" in lines[0], err
+
+
+def test_a_torn_samples_file_is_read_without_its_last_line(tmp_path):
+    from neggrad.diagnostics.inspect import load_step
+
+    (tmp_path / "samples").mkdir()
+    row = {"group": 0, "completion": "1+1=2", "tokens": ["2"], "scores": [0.5], "selected": [True]}
+    (tmp_path / "samples" / "step-4.jsonl").write_text(json.dumps(row) + "\n" + json.dumps(row)[:20])
+    assert load_step(tmp_path, None) == (4, [row])
+
+
+def test_compare_treats_a_torn_summary_as_unfinished(tmp_path):
+    from neggrad.compare import _summary_status
+
+    (tmp_path / "summary.json").write_text('{"status": "compl')
+    assert _summary_status(tmp_path / "summary.json") is None
+    (tmp_path / "summary.json").write_text('{"status": "completed"}')
+    assert _summary_status(tmp_path / "summary.json") == "completed"

@@ -509,6 +509,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from neggrad.checkpoint import CheckpointError, CheckpointWriteError
+    from neggrad.metrics import RunFileError
     from neggrad.train import NonFiniteError
 
     args = build_parser().parse_args(argv)
@@ -523,7 +524,7 @@ def main(argv: list[str] | None = None) -> int:
     transformers.utils.logging.disable_progress_bar()
     try:
         return args.func(args)
-    except (ConfigError, UsageError, FileExistsError, FileNotFoundError, CheckpointError) as err:
+    except (ConfigError, UsageError, FileExistsError, FileNotFoundError, CheckpointError, RunFileError) as err:
         print(f"neggrad: error: {err}", file=sys.stderr)
         return 2
     except NonFiniteError as err:
