@@ -26,7 +26,7 @@ import transformers
 from neggrad.checkpoint import CheckpointError, CheckpointWriteError, list_checkpoints
 from neggrad.cli import main
 from neggrad.metrics import RunFileError, read_jsonl, read_metrics
-from neggrad.train import Trainer, train
+from neggrad.train import Trainer, lr_lambda, train
 from tests.test_train import TINY, _untimed, _weights, tiny
 
 
@@ -297,3 +297,74 @@ def test_compare_treats_a_torn_summary_as_unfinished(tmp_path):
     assert _summary_status(tmp_path / "summary.json") is None
     (tmp_path / "summary.json").write_text('{"status": "completed"}')
     assert _summary_status(tmp_path / "summary.json") == "completed"
+
+
+# ---------------------------------------------------------------- a new budget for a run
+def _optimizer_lrs(trainer) -> list[float]:
+    """Record the learning rate of every optimizer step the trainer takes from now on."""
+    used = []
+    trainer.optimizer.register_step_pre_hook(lambda opt, args, kwargs: used.append(opt.param_groups[0]["lr"]))
+    return used
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "constant"])
+def test_a_longer_budget_follows_the_schedule_of_the_new_max_steps(tmp_path, schedule):
+    """From the resume point on, the learning rate is that of a run planned for the new max_steps from the start
+    (cosine re-planned to reach 0 at the new end; constant stays constant). Steps already trained keep theirs."""
+    lr = 1e-3
+    short = tiny(f"lr_scheduler_type={schedule}", "max_steps=2", "eval_steps=0")
+    longer = tiny(f"lr_scheduler_type={schedule}", "max_steps=4", "eval_steps=0")
+    planned = Trainer(longer, tmp_path / "planned")
+    planned.setup()
+    planned_lrs = _optimizer_lrs(planned)
+    planned.train()
+    first = Trainer(short, tmp_path / "run")
+    first.setup()
+    first_lrs = _optimizer_lrs(first)
+    first.train()
+    resumed = Trainer(longer, tmp_path / "run")
+    resumed.setup(resume=True)
+    resumed_lrs = _optimizer_lrs(resumed)
+    assert resumed.train()["steps"] == 4
+    assert len(planned_lrs) == 4 and resumed_lrs == planned_lrs[2:]
+    if schedule == "constant":
+        assert first_lrs + resumed_lrs == [lr] * 4
+    else:
+        assert lr_lambda(short, 2)(2) == 0.0 and resumed_lrs[0] > 0.0  # the old schedule had ended at 0
+        assert first_lrs == [lr, lr * 0.5] and planned_lrs[1] > first_lrs[1]  # trained steps keep their rates
+
+
+def test_cli_resume_with_a_new_budget_records_it(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--config", _defaults(tmp_path), "--run-dir", str(run), *TINY, "max_steps=2"]) == 0
+    assert main(["train", "--resume", str(run), "max_steps=3", "eval_steps=1"]) == 0, capsys.readouterr().err
+    assert json.loads((run / "summary.json").read_text())["steps"] == 3
+    assert [line["step"] for line in read_metrics(run / "metrics.jsonl")] == [1, 2, 3]
+    history = read_jsonl(run / "config_history.jsonl")
+    assert len(history) == 1 and history[0]["step"] == 2 and "time" in history[0]
+    assert history[0]["changes"] == {"max_steps": [2, 3], "eval_steps": [2, 1]}
+    saved = (run / "config.yaml").read_text()
+    assert "\nmax_steps: 3\n" in saved and "\neval_steps: 1\n" in saved
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["learning_rate=1e-2"], "--resume cannot change learning_rate: it would change what was already trained; "),
+        (["max_steps=1"], "max_steps=1 is below step 2, where"),
+        (["per_device_train_batch_size=4"], "gradient_accumulation_steps must stay 16 (got 8)"),
+        (["--config", "x.yaml"], "--resume continues a run with its saved config.yaml: drop --config"),
+    ],
+)
+def test_cli_resume_refuses_other_changes_in_one_line(tmp_path, capsys, overrides, message):
+    run = tmp_path / "run"
+    assert main(["train", "--config", _defaults(tmp_path), "--run-dir", str(run), *TINY, "max_steps=2"]) == 0
+    before = (run / "config.yaml").read_text()
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), *overrides]) == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("neggrad:")]
+    assert "Traceback" not in err and len(lines) == 1 and message in lines[0], err
+    if overrides[0].startswith("learning_rate"):
+        assert "keys that may change: max_steps, eval_steps, eval_avg_k, save_steps" in lines[0]
+    assert (run / "config.yaml").read_text() == before and not (run / "config_history.jsonl").exists()

@@ -19,7 +19,15 @@ from rich.logging import RichHandler
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from neggrad.config import Config, ConfigError, build_config, dump_config, read_yaml
+from neggrad.config import (
+    Config,
+    ConfigError,
+    build_config,
+    check_resume_changes,
+    config_changes,
+    dump_config,
+    read_yaml,
+)
 
 # Idle OpenMP threads sleep instead of spinning: with another busy process on a small CPU, spinning made
 # steps 4-25x slower (measured on 2 cores, benchmarks/step_time.py). Must be set before torch loads.
@@ -121,12 +129,14 @@ def default_run_dir(config: Config) -> Path:
 
 def cmd_train(args) -> int:
     if args.resume:
-        if args.config or args.overrides:
-            raise UsageError("--resume continues a run with its saved config.yaml: drop --config and overrides")
+        if args.config:
+            raise UsageError("--resume continues a run with its saved config.yaml: drop --config")
         run_dir = Path(args.resume)
         if not (run_dir / "config.yaml").is_file():
             raise UsageError(f"cannot resume {run_dir}: it holds no config.yaml (is it a neggrad run directory?)")
-        config = build_config(read_yaml(run_dir / "config.yaml"))
+        saved = build_config(read_yaml(run_dir / "config.yaml"))
+        config = build_config(read_yaml(run_dir / "config.yaml"), args.overrides)
+        check_resume_changes(config_changes(saved, config), saved, config)  # now, before any weights load
     else:
         if not args.config:
             raise UsageError("neggrad train needs --config FILE (or --resume RUN_DIR); try `neggrad demo`")
@@ -424,7 +434,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a policy from a YAML config (or resume a run)")
     p.add_argument("--config", help="YAML config file, or a bundled name such as testbed/demo")
     p.add_argument("--run-dir", help="where the run is written (default runs/METHOD-TIME)")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
+    p.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue a run from its last checkpoint; overrides may change only the budget and the eval, save "
+        "and logging cadence (e.g. max_steps=200), recorded in RUN_DIR/config_history.jsonl",
+    )
     p.add_argument(
         "--dry-run",
         action="store_true",

@@ -33,7 +33,15 @@ from neggrad.checkpoint import (
     save_checkpoint_or_explain,
     set_rng_state,
 )
-from neggrad.config import Config, dump_config
+from neggrad.config import (
+    Config,
+    ConfigError,
+    build_config,
+    check_resume_changes,
+    config_changes,
+    dump_config,
+    read_yaml,
+)
 from neggrad.core.groups import KINDS
 from neggrad.diagnostics.probe import ProbeSet
 from neggrad.distributed import Dist, GroupSeededRollout, gather_rows
@@ -128,8 +136,17 @@ class Trainer:
             found = list_checkpoints(self.run_dir / "checkpoints")
             if not found:
                 raise FileNotFoundError(f"nothing to resume in {self.run_dir}: it has no checkpoints/step-N")
+            changes = self._resume_changes()
             checkpoint = found[-1]
             state = load_trainer_state(checkpoint)  # verifies every hash first
+            resumed_at = state["trainer"]["step"]
+            if cfg.max_steps < resumed_at:
+                raise ConfigError(
+                    f"max_steps={cfg.max_steps} is below step {resumed_at}, where {self.run_dir} resumes: "
+                    f"give max_steps >= {resumed_at}"
+                )
+            if changes and dist.is_main:
+                self._record_changes(resumed_at, changes)
         with dist.main_first():  # rank 0 fills the caches (SFT warm start, downloads) the others then read
             self.model, self.tokenizer, self.policy_info = load_policy(
                 cfg,
@@ -165,6 +182,7 @@ class Trainer:
         if checkpoint is not None:
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
+            self._replan_lr()
             self._set_rng(state)
             self.state = state["trainer"]
             logger.info("resumed from %s (step %d)", checkpoint, self.state["step"])
@@ -173,6 +191,37 @@ class Trainer:
             (self.run_dir / "config.yaml").write_text(dump_config(cfg))
             (self.run_dir / "samples").mkdir(exist_ok=True)
             self.metrics = MetricsWriter(self.run_dir / "metrics.jsonl", keep_through_step=self.state["step"])
+
+    def _resume_changes(self) -> dict[str, list]:
+        """What this config changes in the run's saved ``config.yaml``; only ``RESUME_KEYS`` may change."""
+        saved_path = self.run_dir / "config.yaml"
+        if not saved_path.is_file():
+            return {}
+        saved = build_config(read_yaml(saved_path))
+        changes = config_changes(saved, self.config)
+        check_resume_changes(changes, saved, self.config)
+        return changes
+
+    def _record_changes(self, step: int, changes: dict[str, list]) -> None:
+        """One line of ``config_history.jsonl`` (``config.yaml`` then holds the new values)."""
+        line = {"step": step, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "changes": changes}
+        with (self.run_dir / "config_history.jsonl").open("a") as fh:
+            fh.write(json.dumps(line) + "\n")
+        logger.info(
+            "resuming at step %d with %s", step, ", ".join(f"{k}: {a} -> {b}" for k, (a, b) in changes.items())
+        )
+
+    def _replan_lr(self) -> None:
+        """The learning rate of the next optimizer step from this config's schedule, not the saved one.
+
+        The saved optimizer holds the rate its own schedule set; with an unchanged ``max_steps`` this is the same
+        number, and with a new one (``--resume RUN max_steps=N``) the run follows, from here on, the schedule of a
+        run planned for N steps from the start (cosine: re-planned to reach 0 at the new end; constant: unchanged).
+        """
+        sched = self.scheduler
+        for group, base, factor in zip(sched.optimizer.param_groups, sched.base_lrs, sched.lr_lambdas, strict=True):
+            group["lr"] = base * factor(sched.last_epoch)
+        sched._last_lr = [group["lr"] for group in sched.optimizer.param_groups]
 
     def _set_rng(self, state: dict) -> None:
         """Every process's own RNG state from the checkpoint (rank 0's ``rng`` for one process)."""
