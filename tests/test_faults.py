@@ -137,13 +137,13 @@ def test_a_full_disk_while_saving_removes_the_partial_folder_and_names_the_intac
 def test_resume_removes_stale_temporary_folders_first(tmp_path):
     cfg = tiny("max_steps=2", "save_steps=1")
 
-    def crash_at_1(event, data):
+    def crash_at_2(event, data):
         if event == "step" and data["step"] == 2:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train(cfg, tmp_path, callback=crash_at_1)
-    stale = tmp_path / "checkpoints" / ".tmp-step-2"  # what a kill -9 in the middle of a save leaves
+        train(cfg, tmp_path, callback=crash_at_2)
+    stale = tmp_path / "checkpoints" / ".tmp-step-7"  # what a kill -9 in the middle of a save leaves
     (stale / "model").mkdir(parents=True)
     (stale / "model" / "model.safetensors").write_bytes(b"\0" * 4096)
     summary = train(cfg, tmp_path, resume=True)
@@ -368,3 +368,61 @@ def test_cli_resume_refuses_other_changes_in_one_line(tmp_path, capsys, override
     if overrides[0].startswith("learning_rate"):
         assert "keys that may change: max_steps, eval_steps, eval_avg_k, save_steps" in lines[0]
     assert (run / "config.yaml").read_text() == before and not (run / "config_history.jsonl").exists()
+
+
+# ---------------------------------------------------------------- out of GPU memory
+def _oom_at(step: int, real):
+    """``real``, except that its call for training step ``step`` raises what CUDA raises when memory runs out."""
+    calls = []
+
+    def fake(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == step:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(*args, **kwargs)
+
+    return fake
+
+
+@pytest.mark.parametrize(("stage", "target"), [("the update", "policy_update"), ("generation", "collect_batch")])
+def test_out_of_memory_names_the_settings_and_saves_nothing_of_the_step(tmp_path, monkeypatch, stage, target):
+    import neggrad.train
+
+    monkeypatch.setattr(neggrad.train, target, _oom_at(2, getattr(neggrad.train, target)))
+    with pytest.raises(neggrad.train.OutOfMemoryStop) as caught:
+        train(tiny("max_steps=3", "save_steps=1", "eval_steps=0"), tmp_path)
+    message = str(caught.value)
+    assert message.startswith(f"out of GPU memory in {stage} at step 2 (not saved; step-1 is intact)"), message
+    for setting in ("per_device_train_batch_size (now 8", "max_completion_length (now 12)"):
+        assert setting in message
+    if stage == "the update":
+        assert "model.gradient_checkpointing=true" in message
+        assert message.endswith(
+            f"continue with: neggrad train --resume {tmp_path} per_device_train_batch_size=4 "
+            "gradient_accumulation_steps=4"
+        )
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["step-1"]
+    assert [line["step"] for line in read_metrics(tmp_path / "metrics.jsonl")] == [1]
+    assert not (tmp_path / "summary.json").exists()
+
+
+def test_cli_out_of_memory_is_one_line_and_exit_4_and_the_suggested_resume_works(tmp_path, monkeypatch, capsys):
+    import neggrad.train
+
+    real = neggrad.train.policy_update
+    monkeypatch.setattr(neggrad.train, "policy_update", _oom_at(2, real))
+    run = tmp_path / "run"
+    code = main(
+        ["train", "--config", _defaults(tmp_path), "--run-dir", str(run), *TINY, "max_steps=2", "save_steps=1"]
+    )
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("neggrad:")]
+    assert code == 4 and "Traceback" not in err and len(lines) == 1, err
+    assert lines[0].startswith("neggrad: stopped: out of GPU memory in the update at step 2"), err
+    monkeypatch.setattr(neggrad.train, "policy_update", real)
+    resume = lines[0].split("continue with: neggrad ")[1].split()
+    assert main(resume) == 0, capsys.readouterr().err
+    assert read_jsonl(run / "config_history.jsonl")[0]["changes"] == {
+        "per_device_train_batch_size": [8, 4],
+        "gradient_accumulation_steps": [2, 4],
+    }

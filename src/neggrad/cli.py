@@ -525,7 +525,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from neggrad.checkpoint import CheckpointError, CheckpointWriteError
     from neggrad.metrics import RunFileError
-    from neggrad.train import NonFiniteError
+    from neggrad.train import NonFiniteError, OutOfMemoryStop
 
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -548,6 +548,9 @@ def main(argv: list[str] | None = None) -> int:
     except CheckpointWriteError as err:
         print(f"neggrad: stopped: {err}", file=sys.stderr)
         return 3
+    except OutOfMemoryStop as err:
+        print(f"neggrad: stopped: {err}", file=sys.stderr)
+        return 4
     except OSError as err:
         if err.errno not in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
             raise

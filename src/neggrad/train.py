@@ -63,6 +63,14 @@ class NonFiniteError(RuntimeError):
     """Too many consecutive steps with a NaN or infinite loss or gradient."""
 
 
+class OutOfMemoryStop(RuntimeError):
+    """The GPU ran out of memory: the message names where, what is intact and the settings to lower."""
+
+
+CUDA_OOM = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
+"""What torch raises when an allocation on the GPU fails (``torch.cuda.OutOfMemoryError`` is the same class)."""
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -238,6 +246,40 @@ class Trainer:
 
     # ------------------------------------------------------------------ loop
     def train(self) -> dict:
+        """Run the loop to ``max_steps`` (or an interrupt) and return the summary; out of GPU memory, stop with
+        OutOfMemoryStop and save nothing of the failed step."""
+        self._where = ("evaluation", self.state["step"])
+        try:
+            return self._train()
+        except CUDA_OOM:
+            raise OutOfMemoryStop(self.out_of_memory_message()) from None
+
+    def out_of_memory_message(self) -> str:
+        """One line: where memory ran out, what is intact, the settings to lower and how to continue."""
+        cfg, (stage, step) = self.config, getattr(self, "_where", ("loading the model", 0))
+        found = list_checkpoints(self.run_dir / "checkpoints")
+        intact = f"{found[-1].name} is intact" if found else "no checkpoint is saved yet"
+        micro, accum = cfg.per_device_train_batch_size, cfg.gradient_accumulation_steps
+        if stage == "generation":
+            lower = (
+                f"lower max_completion_length (now {cfg.max_completion_length}) or per_device_train_batch_size "
+                f"(now {micro}; a step generates its {cfg.generation_batch_size} completions at once) in a new run"
+            )
+        else:
+            lower = (
+                f"lower per_device_train_batch_size (now {micro}; raise gradient_accumulation_steps to keep the "
+                f"batch), max_completion_length (now {cfg.max_completion_length})"
+                + ("" if cfg.model.gradient_checkpointing else ", or set model.gradient_checkpointing=true")
+            )
+        text = f"out of GPU memory in {stage} at step {step} (not saved; {intact}): {lower}"
+        if found and stage != "generation" and micro > 1:
+            text += (
+                f"; continue with: neggrad train --resume {self.run_dir} per_device_train_batch_size={micro // 2} "
+                f"gradient_accumulation_steps={accum * micro // (micro // 2)}"
+            )
+        return text
+
+    def _train(self) -> dict:
         cfg, state = self.config, self.state
         start = time.perf_counter() - state["elapsed_s"]
         if state["accuracy_before"] is None:
@@ -289,6 +331,7 @@ class Trainer:
         t0 = time.perf_counter()
         dist = self.dist
         sampled: dict = {}  # the sampling stage's metrics, reduced over processes, also when nothing was kept
+        self._where = ("generation", state["step"] + 1)
         batch, state["cursor"] = collect_batch(
             cfg, self.engine, self.task, state["cursor"], dist=dist, step=state["step"] + 1, stats_out=sampled
         )
@@ -299,6 +342,7 @@ class Trainer:
         else:
             local = batch or self._empty_batch()  # a process without groups still joins the update's collectives
             record.update(self._batch_metrics(local))
+            self._where = ("the update", state["step"])
             update = policy_update(
                 cfg, self.model, self.optimizer, self.scheduler, local, ref_model=self.ref_model, dist=dist
             )
@@ -312,6 +356,7 @@ class Trainer:
             record.update(self._evaluate())
         if self.probe is not None and (state["step"] % cfg.lld.probe_every == 0 or state["step"] == cfg.max_steps):
             t1 = time.perf_counter()
+            self._where = ("the LLD probe", state["step"])
             record.update(self.probe.metrics(self.model, cfg))
             record["time/lld"] = record.get("time/lld", 0.0) + time.perf_counter() - t1
         for kind in KINDS:  # compute per kind of group: its generation (+ hints, judge) and its share of the update
@@ -331,6 +376,7 @@ class Trainer:
     def _evaluate(self) -> dict:
         """Held-out evaluation, split over processes (every N-th example each) and weighted by their counts."""
         t0 = time.perf_counter()
+        self._where = ("evaluation", self.state["step"])
         dist = self.dist
         share = list(self.eval_set)[dist.rank :: dist.world_size] if dist.world_size > 1 else self.eval_set
         result = evaluate(self.engine, self.task, share, avg_k=self.config.eval_avg_k)
@@ -477,7 +523,10 @@ def train(config: Config, run_dir: str | Path, *, resume: bool = False, callback
     """Train (or resume) a run in ``run_dir``; return ``summary.json``'s content."""
     trainer = Trainer(config, run_dir, callback=callback)
     try:
-        trainer.setup(resume=resume)
+        try:
+            trainer.setup(resume=resume)
+        except CUDA_OOM:
+            raise OutOfMemoryStop(trainer.out_of_memory_message()) from None
         return trainer.train()
     finally:
         if hasattr(trainer, "task"):
