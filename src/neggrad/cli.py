@@ -1,6 +1,8 @@
 """The ``neggrad`` command: train, demo, eval, methods, config, compare, report, judge.
 
-User mistakes (bad config, missing file, damaged checkpoint) print one line and exit with code 2.
+User mistakes (bad config, missing file, damaged checkpoint or run file) print one line and exit with code 2;
+a run that stops on a fault prints one line too: 1 non-finite losses, 3 a write failed (disk full), 4 out of GPU
+memory (docs/troubleshooting.md, "Exit codes").
 """
 
 from __future__ import annotations
