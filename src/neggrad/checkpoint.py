@@ -119,30 +119,6 @@ def list_checkpoints(root: Path) -> list[Path]:
     return sorted(found, key=lambda p: int(p.name[5:]))
 
 
-def verify_checkpoint(path: Path) -> None:
-    """Raise CheckpointError naming ``path`` if its manifest is missing or any file is absent or altered."""
-    manifest_path = path / MANIFEST
-    if not manifest_path.is_file():
-        raise CheckpointError(f"checkpoint {path} is partial: it has no {MANIFEST}")
-    try:
-        manifest = json.loads(manifest_path.read_text())
-        files = manifest["files"]
-    except (json.JSONDecodeError, KeyError, TypeError):
-        raise CheckpointError(f"checkpoint {path} is damaged: {MANIFEST} is unreadable") from None
-    for rel, digest in files.items():
-        f = path / rel
-        if not f.is_file():
-            raise CheckpointError(f"checkpoint {path} is partial: {rel} is missing")
-        if _sha256(f) != digest:
-            raise CheckpointError(f"checkpoint {path} is damaged: {rel} does not match its recorded SHA-256")
-
-
-def load_trainer_state(path: Path) -> dict:
-    """Verify ``path`` and return its trainer state (optimizer, scheduler, RNG, cursor, step...)."""
-    verify_checkpoint(path)
-    return torch.load(path / "trainer_state.pt", weights_only=False)
-
-
 # ---------------------------------------------------------------- saves that fail (disk full, I/O errors)
 class CheckpointWriteError(RuntimeError):
     """A checkpoint that could not be written (disk full, I/O error); its partial folder was removed."""
@@ -233,3 +209,27 @@ def save_checkpoint_or_explain(root: Path, step: int, **kwargs) -> Path:
             f"could not save checkpoint step-{step} in {root} ({reason}; {size}, {_size(free)} free); "
             f"the partial folder was removed; {then}"
         ) from err
+
+
+def verify_checkpoint(path: Path) -> None:
+    """Raise CheckpointError naming ``path`` if its manifest is missing or any file is absent or altered."""
+    manifest_path = path / MANIFEST
+    if not manifest_path.is_file():
+        raise CheckpointError(f"checkpoint {path} is partial: it has no {MANIFEST}")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        files = manifest["files"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        raise CheckpointError(f"checkpoint {path} is damaged: {MANIFEST} is unreadable") from None
+    for rel, digest in files.items():
+        f = path / rel
+        if not f.is_file():
+            raise CheckpointError(f"checkpoint {path} is partial: {rel} is missing")
+        if _sha256(f) != digest:
+            raise CheckpointError(f"checkpoint {path} is damaged: {rel} does not match its recorded SHA-256")
+
+
+def load_trainer_state(path: Path) -> dict:
+    """Verify ``path`` and return its trainer state (optimizer, scheduler, RNG, cursor, step...)."""
+    verify_checkpoint(path)
+    return torch.load(path / "trainer_state.pt", weights_only=False)
