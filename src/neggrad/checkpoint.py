@@ -126,6 +126,98 @@ def list_checkpoints(root: Path) -> list[Path]:
     return sorted(found, key=lambda p: int(p.name[5:]))
 
 
+# ---------------------------------------------------------------- saves that fail (disk full, I/O errors)
+class CheckpointWriteError(RuntimeError):
+    """A checkpoint that could not be written (disk full, I/O error); its partial folder was removed."""
+
+
+def remove_stale_tmp(root: Path) -> list[Path]:
+    """Remove the temporary folders (``.tmp-step-N``) of saves that never finished; return what was removed."""
+    if not root.is_dir():
+        return []
+    stale = sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith(".tmp-"))
+    for path in stale:
+        shutil.rmtree(path, ignore_errors=True)
+    return stale
+
+
+def folder_size(path: Path) -> int:
+    """Bytes of the files below ``path`` (0 when it does not exist)."""
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else 0
+
+
+def _size(n: int) -> str:
+    """``n`` bytes for a person: 980 B, 157 KB, 1.2 MB, 14.9 GB (powers of 1024)."""
+    for unit, scale in (("GB", 2**30), ("MB", 2**20), ("KB", 2**10)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}" if n < 10 * scale else f"{n / scale:.0f} {unit}"
+    return f"{n} B"
+
+
+def warn_if_low_on_space(root: Path) -> None:
+    """Warn when the free space under ``root`` is below the newest checkpoint's size, the next one's likely size."""
+    found = list_checkpoints(root)
+    if not found:
+        return
+    needed, free = folder_size(found[-1]), shutil.disk_usage(root).free
+    if free < needed:
+        logger.warning(
+            "only %s free in %s and the last checkpoint (%s) took %s: the next save will likely fail",
+            _size(free),
+            root,
+            found[-1].name,
+            _size(needed),
+        )
+
+
+def _is_write_error(err: BaseException) -> bool:
+    """An error of the file system rather than of the data: OSError, or the writers' own wrappers of one."""
+    if isinstance(err, OSError):
+        return True
+    text = str(err)
+    if type(err).__name__ == "SafetensorError":  # safetensors wraps the OS error: "I/O error: ... (os error 28)"
+        return "I/O error" in text or "os error" in text
+    # torch.save's zip writer: "[enforce fail at inline_container.cc] ... unexpected pos" / "file write failed"
+    return isinstance(err, RuntimeError) and ("inline_container" in text or "file write failed" in text)
+
+
+def _disk_full(err: BaseException) -> bool:
+    import errno  # noqa: PLC0415 (local: keeps this section's changes out of the module's import block)
+
+    full = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+    return getattr(err, "errno", None) in full or "os error 28" in str(err) or "No space left" in str(err)
+
+
+def save_checkpoint_or_explain(root: Path, step: int, **kwargs) -> Path:
+    """``save_checkpoint``, warned first when free space looks short; a save that fails on a write removes its
+    partial folder and raises CheckpointWriteError saying what failed, what it needed, which checkpoint is intact
+    and how to continue (``root`` is ``RUN/checkpoints``). Any other error still removes the partial folder."""
+    root.mkdir(parents=True, exist_ok=True)
+    warn_if_low_on_space(root)
+    needed = folder_size(list_checkpoints(root)[-1]) if list_checkpoints(root) else None
+    try:
+        return save_checkpoint(root, step, **kwargs)
+    except BaseException as err:
+        tmp = root / f".tmp-step-{step}"
+        written = folder_size(tmp)
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not _is_write_error(err):
+            raise
+        reason = "the disk is full" if _disk_full(err) else f"write error: {err}"
+        free = shutil.disk_usage(root).free
+        size = f"it needs about {_size(needed)}" if needed else f"it had written {_size(written)}"
+        intact = list_checkpoints(root)
+        run_dir = root.parent
+        if intact:
+            then = f"{intact[-1].name} is intact; free space, then continue with: neggrad train --resume {run_dir}"
+        else:
+            then = "no earlier checkpoint exists; free space, then start the run again in a new --run-dir"
+        raise CheckpointWriteError(
+            f"could not save checkpoint step-{step} in {root} ({reason}; {size}, {_size(free)} free); "
+            f"the partial folder was removed; {then}"
+        ) from err
+
+
 def verify_checkpoint(path: Path, *, trust: bool = False) -> None:
     """Raise CheckpointError naming ``path`` if its manifest is missing or any file is absent or altered.
 

@@ -1,11 +1,14 @@
 """The ``neggrad`` command: train, demo, eval, methods, config, compare, report, judge.
 
-User mistakes (bad config, missing file, damaged checkpoint) print one line and exit with code 2.
+User mistakes (bad config, missing file, damaged checkpoint or run file) print one line and exit with code 2;
+a run that stops on a fault prints one line too: 1 non-finite losses, 3 a write failed (disk full), 4 out of GPU
+memory (docs/troubleshooting.md, "Exit codes").
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import os
@@ -18,7 +21,15 @@ from rich.logging import RichHandler
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from neggrad.config import Config, ConfigError, build_config, dump_config, read_yaml
+from neggrad.config import (
+    Config,
+    ConfigError,
+    build_config,
+    check_resume_changes,
+    config_changes,
+    dump_config,
+    read_yaml,
+)
 
 # Idle OpenMP threads sleep instead of spinning: with another busy process on a small CPU, spinning made
 # steps 4-25x slower (measured on 2 cores, benchmarks/step_time.py). Must be set before torch loads.
@@ -120,12 +131,14 @@ def default_run_dir(config: Config) -> Path:
 
 def cmd_train(args) -> int:
     if args.resume:
-        if args.config or args.overrides:
-            raise UsageError("--resume continues a run with its saved config.yaml: drop --config and overrides")
+        if args.config:
+            raise UsageError("--resume continues a run with its saved config.yaml: drop --config")
         run_dir = Path(args.resume)
         if not (run_dir / "config.yaml").is_file():
             raise UsageError(f"cannot resume {run_dir}: it holds no config.yaml (is it a neggrad run directory?)")
-        config = build_config(read_yaml(run_dir / "config.yaml"))
+        saved = build_config(read_yaml(run_dir / "config.yaml"))
+        config = build_config(read_yaml(run_dir / "config.yaml"), args.overrides)
+        check_resume_changes(config_changes(saved, config), saved, config)  # now, before any weights load
     else:
         if not args.config:
             raise UsageError("neggrad train needs --config FILE (or --resume RUN_DIR); try `neggrad demo`")
@@ -430,7 +443,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a policy from a YAML config (or resume a run)")
     p.add_argument("--config", help="YAML config file, or a bundled name such as testbed/demo")
     p.add_argument("--run-dir", help="where the run is written (default runs/METHOD-TIME)")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
+    p.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue a run from its last checkpoint; overrides may change only the budget and the eval, save "
+        "and logging cadence (e.g. max_steps=200), recorded in RUN_DIR/config_history.jsonl",
+    )
     p.add_argument(
         "--dry-run",
         action="store_true",
@@ -526,8 +544,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from neggrad.checkpoint import CheckpointError
-    from neggrad.train import NonFiniteError
+    from neggrad.checkpoint import CheckpointError, CheckpointWriteError
+    from neggrad.metrics import RunFileError
+    from neggrad.train import NonFiniteError, OutOfMemoryStop
 
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -541,12 +560,28 @@ def main(argv: list[str] | None = None) -> int:
     transformers.utils.logging.disable_progress_bar()
     try:
         return args.func(args)
-    except (ConfigError, UsageError, FileExistsError, FileNotFoundError, CheckpointError) as err:
+    except (ConfigError, UsageError, FileExistsError, FileNotFoundError, CheckpointError, RunFileError) as err:
         print(f"neggrad: error: {err}", file=sys.stderr)
         return 2
     except NonFiniteError as err:
         print(f"neggrad: stopped: {err}", file=sys.stderr)
         return 1
+    except CheckpointWriteError as err:
+        print(f"neggrad: stopped: {err}", file=sys.stderr)
+        return 3
+    except OutOfMemoryStop as err:
+        print(f"neggrad: stopped: {err}", file=sys.stderr)
+        return 4
+    except OSError as err:
+        if err.errno not in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+            raise
+        where = f" writing {err.filename}" if err.filename else ""
+        print(
+            f"neggrad: stopped: the disk is full{where}; free space, then continue a run from its last checkpoint "
+            "with: neggrad train --resume RUN_DIR",
+            file=sys.stderr,
+        )
+        return 3
     except KeyboardInterrupt:
         console.print("aborted")
         return 130

@@ -146,12 +146,23 @@ def run_status(run: PlannedRun) -> RunStatus:
                 f"{run.run_dir} was trained with another config ({'; '.join(diffs[:3])}): rerun with the same "
                 "config and overrides, or choose another --out"
             )
-    summary_path = run.run_dir / "summary.json"
-    if summary_path.is_file() and json.loads(summary_path.read_text()).get("status") == "completed":
+    if _summary_status(run.run_dir / "summary.json") == "completed":
         return "completed"
     if list_checkpoints(run.run_dir / "checkpoints"):
         return "resume"
     return "new"
+
+
+def _summary_status(path: Path) -> str | None:
+    """``status`` of a ``summary.json``; None when there is none, or it was torn by a crash mid-write (the run then
+    resumes from its last checkpoint and writes it again)."""
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text()).get("status")
+    except (ValueError, AttributeError):
+        logger.warning("%s is unreadable (torn by a crash?): the run is treated as unfinished", path)
+        return None
 
 
 def _clear_unfinished(run_dir: Path) -> None:

@@ -958,3 +958,50 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
 def dump_config(config: Config) -> str:
     """The resolved config as YAML, every key explicit, so a run directory fully describes its run."""
     return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+
+
+RESUME_KEYS = (
+    "max_steps",
+    "eval_steps",
+    "eval_avg_k",
+    "save_steps",
+    "save_total_limit",
+    "num_samples_logged",
+    "lld.probe_every",
+    "model.gradient_checkpointing",
+    "per_device_train_batch_size",
+    "gradient_accumulation_steps",
+)
+"""Keys ``neggrad train --resume RUN key=value`` may change: the budget, the evaluation, checkpoint and logging
+cadence, and memory-only settings (the micro-batch split only with the same completions per optimizer step).
+None changes what was already trained; every other key is refused."""
+
+
+def config_changes(old: Config, new: Config) -> dict[str, list]:
+    """``{dotted key: [old value, new value]}`` of every leaf that differs between two configs."""
+
+    def flat(tree: dict, prefix: str = "") -> dict:
+        out = {}
+        for key, value in tree.items():
+            out.update(flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
+        return out
+
+    before, after = flat(old.model_dump(mode="json")), flat(new.model_dump(mode="json"))
+    return {key: [before.get(key), after.get(key)] for key in {**before, **after} if before.get(key) != after.get(key)}
+
+
+def check_resume_changes(changes: dict[str, list], old: Config, new: Config) -> None:
+    """Raise ConfigError unless every change of a resumed run's config is one of RESUME_KEYS (and the micro-batch
+    split keeps the completions per optimizer step)."""
+    refused = [key for key in changes if key not in RESUME_KEYS]
+    if refused:
+        raise ConfigError(
+            f"--resume cannot change {', '.join(refused)}: it would change what was already trained; "
+            f"keys that may change: {', '.join(RESUME_KEYS)}"
+        )
+    per_step = [c.per_device_train_batch_size * c.gradient_accumulation_steps for c in (old, new)]
+    if per_step[0] != per_step[1]:
+        raise ConfigError(
+            f"--resume may split the batch differently but not resize it: per_device_train_batch_size * "
+            f"gradient_accumulation_steps must stay {per_step[0]} (got {per_step[1]})"
+        )

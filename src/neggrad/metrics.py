@@ -1,4 +1,5 @@
-"""Every metric neggrad logs, in one table, and the JSONL writer of ``metrics.jsonl``.
+"""Every metric neggrad logs, in one table, the JSONL writer of ``metrics.jsonl``, and ``read_jsonl``, the one
+reader of a run's JSON-lines files (``metrics.jsonl``, ``samples/step-N.jsonl``).
 
 One line per training step. Names follow ALGORITHMS.md section 8.
 """
@@ -6,8 +7,11 @@ One line per training step. Names follow ALGORITHMS.md section 8.
 from __future__ import annotations
 
 import json
+import logging
 import math
 from pathlib import Path
+
+logger = logging.getLogger(__name__)
 
 METRICS: dict[str, str] = {
     "step": "training step (generation batch) this line reports, 1-based",
@@ -135,19 +139,50 @@ def _clean(value):
     return value
 
 
+class RunFileError(ValueError):
+    """A line of a run's JSON-lines file that is not a JSON object, and not the torn last line a crash leaves."""
+
+
+def read_jsonl(path: str | Path, *, tolerate_torn_tail: bool = True, required: tuple[str, ...] = ()) -> list[dict]:
+    """The JSON objects of a JSON-lines file, one per non-blank line.
+
+    A crash, a kill or a full disk in the middle of a write leaves a torn last line (cut short, or zero bytes after
+    a power loss). With ``tolerate_torn_tail`` that line is dropped with one warning; any other line that is not a
+    JSON object holding the ``required`` keys raises RunFileError naming the file and its line number.
+    """
+    path = Path(path)
+    lines = [
+        (number, line)
+        for number, line in enumerate(path.read_bytes().decode("utf-8", errors="replace").split("\n"), start=1)
+        if line.strip()
+    ]
+    rows = []
+    for index, (number, line) in enumerate(lines):
+        try:
+            row = json.loads(line)
+        except ValueError:
+            row = None
+        if isinstance(row, dict) and all(key in row for key in required):
+            rows.append(row)
+        elif tolerate_torn_tail and index == len(lines) - 1:
+            logger.warning("%s: dropped its last line (%d), cut short by a crash or a full disk", path, number)
+        else:
+            what = "is not a JSON object" if not isinstance(row, dict) else f"has no {' or '.join(required)}"
+            shown = line if len(line) <= 60 else line[:57] + "..."
+            raise RunFileError(f"{path} line {number} {what}: {shown!r} (a damaged or foreign line)")
+    return rows
+
+
 class MetricsWriter:
-    """Appends one JSON line per step; on resume, drops lines past the checkpoint's step first."""
+    """Appends one JSON line per step; on resume, drops lines past the checkpoint's step (and a torn last line)
+    first, so appended lines follow the last good one."""
 
     def __init__(self, path: Path, *, keep_through_step: int | None = None):
         self.path = path
         if keep_through_step is not None and path.exists():
-            kept = [
-                line
-                for line in path.read_text().splitlines()
-                if line and json.loads(line)["step"] <= keep_through_step
-            ]
+            kept = [row for row in read_metrics(path) if row["step"] <= keep_through_step]
             tmp = path.with_suffix(".tmp")
-            tmp.write_text("".join(line + "\n" for line in kept))
+            tmp.write_text("".join(json.dumps(row) + "\n" for row in kept))
             tmp.replace(path)
 
     def write(self, record: dict) -> None:
@@ -159,5 +194,5 @@ class MetricsWriter:
 
 
 def read_metrics(path: Path) -> list[dict]:
-    """All lines of a ``metrics.jsonl``."""
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    """All lines of a ``metrics.jsonl`` (a torn last line dropped with a warning; see ``read_jsonl``)."""
+    return read_jsonl(path, required=("step",))

@@ -22,7 +22,7 @@ from types import ModuleType
 
 import yaml
 
-from neggrad.metrics import read_metrics
+from neggrad.metrics import RunFileError, read_metrics
 
 LEARNS_FROM_ALL_WRONG = ("ngrpo", "nsr", "w_reinforce")
 """Advantage estimators that give a group of all-wrong completions a non-zero advantage without needing
@@ -103,7 +103,7 @@ def load_runs(paths: list[str | Path]) -> list[Run]:
             summary_path = folder / "summary.json"
             summary = json.loads(summary_path.read_text()) if summary_path.is_file() else None
             metrics = read_metrics(folder / "metrics.jsonl") if (folder / "metrics.jsonl").is_file() else []
-        except (yaml.YAMLError, json.JSONDecodeError) as err:
+        except (yaml.YAMLError, json.JSONDecodeError, RunFileError) as err:
             raise ReportError(f"run {folder} has an unreadable file: {err}") from None
         runs.append(Run(folder, config, summary, metrics))
     return runs

@@ -25,8 +25,23 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from neggrad.checkpoint import list_checkpoints, load_trainer_state, rng_state, save_checkpoint, set_rng_state
-from neggrad.config import Config, dump_config
+from neggrad.checkpoint import (
+    list_checkpoints,
+    load_trainer_state,
+    remove_stale_tmp,
+    rng_state,
+    save_checkpoint_or_explain,
+    set_rng_state,
+)
+from neggrad.config import (
+    Config,
+    ConfigError,
+    build_config,
+    check_resume_changes,
+    config_changes,
+    dump_config,
+    read_yaml,
+)
 from neggrad.core.groups import KINDS
 from neggrad.diagnostics.probe import ProbeSet
 from neggrad.distributed import Dist, GroupSeededRollout, gather_rows
@@ -46,6 +61,14 @@ Callback = Callable[[str, dict], None]
 
 class NonFiniteError(RuntimeError):
     """Too many consecutive steps with a NaN or infinite loss or gradient."""
+
+
+class OutOfMemoryStop(RuntimeError):
+    """The GPU ran out of memory: the message names where, what is intact and the settings to lower."""
+
+
+CUDA_OOM = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
+"""What torch raises when an allocation on the GPU fails (``torch.cuda.OutOfMemoryError`` is the same class)."""
 
 
 def seed_everything(seed: int) -> None:
@@ -117,11 +140,23 @@ class Trainer:
         if dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
         if resume:
+            if dist.is_main:  # a save killed midway left its temporary folder (and its disk space) behind
+                for stale in remove_stale_tmp(self.run_dir / "checkpoints"):
+                    logger.warning("removed %s, left by a save that did not finish", stale)
             found = list_checkpoints(self.run_dir / "checkpoints")
             if not found:
                 raise FileNotFoundError(f"nothing to resume in {self.run_dir}: it has no checkpoints/step-N")
+            changes = self._resume_changes()
             checkpoint = found[-1]
             state = load_trainer_state(checkpoint, trust=trust_checkpoint)  # verifies every hash first
+            resumed_at = state["trainer"]["step"]
+            if cfg.max_steps < resumed_at:
+                raise ConfigError(
+                    f"max_steps={cfg.max_steps} is below step {resumed_at}, where {self.run_dir} resumes: "
+                    f"give max_steps >= {resumed_at}"
+                )
+            if changes and dist.is_main:
+                self._record_changes(resumed_at, changes)
         with dist.main_first():  # rank 0 fills the caches (SFT warm start, downloads) the others then read
             self.model, self.tokenizer, self.policy_info = load_policy(
                 cfg,
@@ -157,6 +192,7 @@ class Trainer:
         if checkpoint is not None:
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
+            self._replan_lr()
             self._set_rng(state)
             self.state = state["trainer"]
             logger.info("resumed from %s (step %d)", checkpoint, self.state["step"])
@@ -165,6 +201,37 @@ class Trainer:
             (self.run_dir / "config.yaml").write_text(dump_config(cfg))
             (self.run_dir / "samples").mkdir(exist_ok=True)
             self.metrics = MetricsWriter(self.run_dir / "metrics.jsonl", keep_through_step=self.state["step"])
+
+    def _resume_changes(self) -> dict[str, list]:
+        """What this config changes in the run's saved ``config.yaml``; only ``RESUME_KEYS`` may change."""
+        saved_path = self.run_dir / "config.yaml"
+        if not saved_path.is_file():
+            return {}
+        saved = build_config(read_yaml(saved_path))
+        changes = config_changes(saved, self.config)
+        check_resume_changes(changes, saved, self.config)
+        return changes
+
+    def _record_changes(self, step: int, changes: dict[str, list]) -> None:
+        """One line of ``config_history.jsonl`` (``config.yaml`` then holds the new values)."""
+        line = {"step": step, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "changes": changes}
+        with (self.run_dir / "config_history.jsonl").open("a") as fh:
+            fh.write(json.dumps(line) + "\n")
+        logger.info(
+            "resuming at step %d with %s", step, ", ".join(f"{k}: {a} -> {b}" for k, (a, b) in changes.items())
+        )
+
+    def _replan_lr(self) -> None:
+        """The learning rate of the next optimizer step from this config's schedule, not the saved one.
+
+        The saved optimizer holds the rate its own schedule set; with an unchanged ``max_steps`` this is the same
+        number, and with a new one (``--resume RUN max_steps=N``) the run follows, from here on, the schedule of a
+        run planned for N steps from the start (cosine: re-planned to reach 0 at the new end; constant: unchanged).
+        """
+        sched = self.scheduler
+        for group, base, factor in zip(sched.optimizer.param_groups, sched.base_lrs, sched.lr_lambdas, strict=True):
+            group["lr"] = base * factor(sched.last_epoch)
+        sched._last_lr = [group["lr"] for group in sched.optimizer.param_groups]
 
     def _set_rng(self, state: dict) -> None:
         """Every process's own RNG state from the checkpoint (rank 0's ``rng`` for one process)."""
@@ -181,6 +248,40 @@ class Trainer:
 
     # ------------------------------------------------------------------ loop
     def train(self) -> dict:
+        """Run the loop to ``max_steps`` (or an interrupt) and return the summary; out of GPU memory, stop with
+        OutOfMemoryStop and save nothing of the failed step."""
+        self._where = ("evaluation", self.state["step"])
+        try:
+            return self._train()
+        except CUDA_OOM:
+            raise OutOfMemoryStop(self.out_of_memory_message()) from None
+
+    def out_of_memory_message(self) -> str:
+        """One line: where memory ran out, what is intact, the settings to lower and how to continue."""
+        cfg, (stage, step) = self.config, getattr(self, "_where", ("loading the model", 0))
+        found = list_checkpoints(self.run_dir / "checkpoints")
+        intact = f"{found[-1].name} is intact" if found else "no checkpoint is saved yet"
+        micro, accum = cfg.per_device_train_batch_size, cfg.gradient_accumulation_steps
+        if stage == "generation":
+            lower = (
+                f"lower max_completion_length (now {cfg.max_completion_length}) or per_device_train_batch_size "
+                f"(now {micro}; a step generates its {cfg.generation_batch_size} completions at once) in a new run"
+            )
+        else:
+            lower = (
+                f"lower per_device_train_batch_size (now {micro}; raise gradient_accumulation_steps to keep the "
+                f"batch), max_completion_length (now {cfg.max_completion_length})"
+                + ("" if cfg.model.gradient_checkpointing else ", or set model.gradient_checkpointing=true")
+            )
+        text = f"out of GPU memory in {stage} at step {step} (not saved; {intact}): {lower}"
+        if found and stage != "generation" and micro > 1:
+            text += (
+                f"; continue with: neggrad train --resume {self.run_dir} per_device_train_batch_size={micro // 2} "
+                f"gradient_accumulation_steps={accum * micro // (micro // 2)}"
+            )
+        return text
+
+    def _train(self) -> dict:
         cfg, state = self.config, self.state
         start = time.perf_counter() - state["elapsed_s"]
         if state["accuracy_before"] is None:
@@ -232,6 +333,7 @@ class Trainer:
         t0 = time.perf_counter()
         dist = self.dist
         sampled: dict = {}  # the sampling stage's metrics, reduced over processes, also when nothing was kept
+        self._where = ("generation", state["step"] + 1)
         batch, state["cursor"] = collect_batch(
             cfg, self.engine, self.task, state["cursor"], dist=dist, step=state["step"] + 1, stats_out=sampled
         )
@@ -242,6 +344,7 @@ class Trainer:
         else:
             local = batch or self._empty_batch()  # a process without groups still joins the update's collectives
             record.update(self._batch_metrics(local))
+            self._where = ("the update", state["step"])
             update = policy_update(
                 cfg, self.model, self.optimizer, self.scheduler, local, ref_model=self.ref_model, dist=dist
             )
@@ -255,6 +358,7 @@ class Trainer:
             record.update(self._evaluate())
         if self.probe is not None and (state["step"] % cfg.lld.probe_every == 0 or state["step"] == cfg.max_steps):
             t1 = time.perf_counter()
+            self._where = ("the LLD probe", state["step"])
             record.update(self.probe.metrics(self.model, cfg))
             record["time/lld"] = record.get("time/lld", 0.0) + time.perf_counter() - t1
         for kind in KINDS:  # compute per kind of group: its generation (+ hints, judge) and its share of the update
@@ -274,6 +378,7 @@ class Trainer:
     def _evaluate(self) -> dict:
         """Held-out evaluation, split over processes (every N-th example each) and weighted by their counts."""
         t0 = time.perf_counter()
+        self._where = ("evaluation", self.state["step"])
         dist = self.dist
         share = list(self.eval_set)[dist.rank :: dist.world_size] if dist.world_size > 1 else self.eval_set
         result = evaluate(self.engine, self.task, share, avg_k=self.config.eval_avg_k)
@@ -379,7 +484,7 @@ class Trainer:
             trainer_state["rng_ranks"] = rngs
         if not self.dist.is_main:
             return None
-        return save_checkpoint(
+        return save_checkpoint_or_explain(
             self.run_dir / "checkpoints",
             self.state["step"],
             model=self.model,
@@ -428,7 +533,10 @@ def train(
     :meth:`Trainer.setup`)."""
     trainer = Trainer(config, run_dir, callback=callback)
     try:
-        trainer.setup(resume=resume, trust_checkpoint=trust_checkpoint)
+        try:
+            trainer.setup(resume=resume, trust_checkpoint=trust_checkpoint)
+        except CUDA_OOM:
+            raise OutOfMemoryStop(trainer.out_of_memory_message()) from None
         return trainer.train()
     finally:
         if hasattr(trainer, "task"):

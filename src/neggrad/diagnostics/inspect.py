@@ -13,6 +13,8 @@ import json
 import math
 from pathlib import Path
 
+from neggrad.metrics import RunFileError, read_jsonl
+
 
 class InspectError(ValueError):
     """The run has nothing to show for the asked step (the message says what exists)."""
@@ -27,7 +29,11 @@ def steps_with_tokens(run_dir: Path) -> list[int]:
         except ValueError:
             continue
         first = path.read_text().split("\n", 1)[0]
-        if first and "scores" in json.loads(first):
+        try:
+            scored = "scores" in json.loads(first)
+        except (ValueError, TypeError):  # torn (a crash mid-write) or foreign: load_step says which
+            scored = False
+        if scored:
             found.append(step)
     return sorted(found)
 
@@ -50,9 +56,10 @@ def load_step(run_dir: Path, step: int | None) -> tuple[int, list[dict]]:
             f"step {step} has no NTHR token samples in {run_dir}; nearest is {near} "
             f"({len(available)} steps have them, {available[0]}..{available[-1]})"
         )
-    lines = [
-        json.loads(line) for line in (run_dir / "samples" / f"step-{step}.jsonl").read_text().splitlines() if line
-    ]
+    try:
+        lines = read_jsonl(run_dir / "samples" / f"step-{step}.jsonl")
+    except RunFileError as err:
+        raise InspectError(str(err)) from None
     return step, lines
 
 
