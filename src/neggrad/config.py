@@ -124,13 +124,16 @@ class ModelConfig(_Section):
 
 
 class TaskConfig(_Section):
-    """The synthetic multi-step arithmetic task: ``Q: 37+45-18=`` answered ``37+45=82, 82-18=64. A: 64``.
+    """A built-in task: the synthetic multi-step arithmetic testbed (``Q: 37+45-18=`` answered
+    ``37+45=82, 82-18=64. A: 64``) or the same chains told as word problems for pretrained chat models.
 
     Operations are applied left to right, one step each, so every answer is a chain of checkable steps.
     """
 
-    name: Literal["arithmetic"] = "arithmetic"
-    """The prompt source; "arithmetic" is the built-in testbed task."""
+    name: Literal["arithmetic", "word_problems"] = "arithmetic"
+    """arithmetic: the testbed's ``Q: 37+45-18=`` prompts, for the built-in model. word_problems: "Mia has 14
+    marbles. She buys 5 more. ..." with a worked solution and a \\boxed{} answer (neggrad.data.word_problems),
+    formatted by data.prompt_template / data.chat_template, for pretrained chat models."""
     min_operands: int = Field(3, ge=2, le=8)
     """Fewest numbers in a problem (steps = operands - 1)."""
     max_operands: int = Field(4, ge=2, le=8)
@@ -215,7 +218,9 @@ class RewardConfig(_Section):
     kind: str = "auto"
     """arithmetic: the testbed's "A: n" exact integer match. math: math-verify equivalence of the last \\boxed{}
     (or final-answer line) with the gold answer (pip install 'neggrad[math]'). "my_pkg.rewards:fn": your function
-    (completions, answers) -> list[bool]. auto: math when data.source is set, else arithmetic."""
+    (completions, answers) -> list[bool]. integer: the integer the completion states as its final answer (its last
+    \\boxed{}, else a "The answer is n" line) equals the gold integer (word problems). auto: math when
+    data.source is set, integer for task.name word_problems, else arithmetic."""
     timeout: float = Field(5.0, gt=0, le=600, allow_inf_nan=False)
     """Seconds allowed per math answer check; past it the answer scores 0 and its worker process is replaced."""
     workers: int = Field(2, ge=1, le=256)
@@ -227,9 +232,10 @@ class RewardConfig(_Section):
     def _kind(self) -> RewardConfig:
         from neggrad.rewards.custom import is_import_path  # stdlib-only module, no import cycle
 
-        if self.kind not in ("auto", "arithmetic", "math") and not is_import_path(self.kind):
+        if self.kind not in ("auto", "arithmetic", "math", "integer") and not is_import_path(self.kind):
             raise ValueError(
-                f"reward.kind must be arithmetic, math, auto or an import path like 'my_pkg.rewards:is_correct', "
+                "reward.kind must be arithmetic, math, integer, auto or an import path like "
+                f"'my_pkg.rewards:is_correct', "
                 f"got {self.kind!r}"
             )
         return self
@@ -440,10 +446,25 @@ class FeedbackConfig(_Section):
 
     def check_judge(self) -> None:
         """Raise ValueError unless the chosen judge has what it needs (also checked by ``neggrad judge``)."""
-        if self.judge == "oracle" and self.step_split != "testbed":
+
+    def check_oracle(self, task: str) -> None:
+        """Raise ValueError unless the oracle judge can check ``task``'s answers with this step rule."""
+        if self.judge != "oracle":
+            return
+        if task == "arithmetic" and self.step_split != "testbed":
             raise ValueError(
                 f"feedback.judge 'oracle' checks the testbed's equations one by one and needs "
                 f"feedback.step_split: testbed (got {self.step_split!r})"
+            )
+        if task == "word_problems" and self.step_split == "testbed":
+            raise ValueError(
+                "feedback.step_split 'testbed' cuts the testbed's 'Q: ...=' answers; word problems are answered in "
+                "prose: use feedback.step_split: lines"
+            )
+        if task == "data":
+            raise ValueError(
+                "feedback.judge 'oracle' checks the built-in tasks only (task.name arithmetic or word_problems); "
+                "with data.source use feedback.judge: local or http"
             )
         if self.judge == "local" and not self.local.name_or_path:
             raise ValueError("feedback.judge 'local' needs feedback.local.name_or_path (a hub id or model folder)")
@@ -619,8 +640,27 @@ class Config(_Section):
                 "data.system_prompt needs data.chat_template: true (plain prompts have no system turn); "
                 "or put the text into data.prompt_template"
             )
+        if data.source is not None and self.task.name != "arithmetic":
+            raise ValueError(
+                f"task.name {self.task.name!r} is a built-in prompt source and data.source names another: "
+                "keep one of them"
+            )
+        if self.task.name == "word_problems" and self.model.name_or_path == "testbed" and data.source is None:
+            raise ValueError(
+                "task.name 'word_problems': word problems need a pretrained chat model (model.name_or_path: a hub "
+                "id, a folder or pkg://...); the built-in testbed model reads only 'Q: 37+45-18=' prompts"
+            )
+        if self.feedback.enabled:
+            self.feedback.check_oracle("data" if data.source else self.task.name)
         if self.reward.kind == "auto":
-            self.reward.kind = "math" if data.source else "arithmetic"
+            self.reward.kind = (
+                "math" if data.source else {"word_problems": "integer"}.get(self.task.name, "arithmetic")
+            )
+        elif self.reward.kind == "arithmetic" and self.task.name == "word_problems":
+            raise ValueError(
+                "reward.kind 'arithmetic' reads the testbed's 'A: <integer>' answers; word problems end in "
+                "\\boxed{n}: use reward.kind: integer (the default) or math"
+            )
         elif self.reward.kind == "arithmetic" and data.source:
             raise ValueError(
                 "reward.kind 'arithmetic' reads the testbed's 'A: <integer>' answers, not data.source's: "

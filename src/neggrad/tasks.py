@@ -12,6 +12,7 @@ import random
 from dataclasses import dataclass, field
 
 from neggrad.config import Config, RewardConfig, TaskConfig
+from neggrad.data import word_problems
 from neggrad.data.sources import MathExample
 from neggrad.rewards import arithmetic
 from neggrad.rewards.math import format_score
@@ -31,10 +32,26 @@ class _ArithmeticVerifier:
         """Nothing to release."""
 
 
+class _IntegerVerifier:
+    """Word problems' exact check: the integer a completion states as its final answer equals the gold integer."""
+
+    def score(self, completions: list[str], answers: list[str]) -> list[bool]:
+        return word_problems.score(completions, answers)
+
+    def score_or_abstain(self, completions: list[str], answers: list[str]) -> list[bool | None]:
+        return self.score(completions, answers)  # exact match never abstains
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
 def build_verifier(reward: RewardConfig):
-    """The verifier ``reward.kind`` names: arithmetic, math (math-verify in worker processes) or an import path."""
+    """The verifier ``reward.kind`` names: arithmetic, integer, math (math-verify in worker processes) or an
+    import path."""
     if reward.kind in ("arithmetic", "auto"):
         return _ArithmeticVerifier()
+    if reward.kind == "integer":
+        return _IntegerVerifier()
     if reward.kind == "math":
         from neggrad.rewards.math import MathVerifier
 
@@ -120,7 +137,54 @@ class MathTask:
         self.verifier.close()
 
 
-def build_task(config: Config | TaskConfig, *, tokenizer=None) -> ArithmeticTask | MathTask:
+class WordProblemTask:
+    """Arithmetic word problems (``task.name: word_problems``) formatted for a chat model, checked by ``reward.kind``.
+
+    Training problems form an index-addressable stream and held-out ones a disjoint set (a hash of the problem
+    text decides), as in the testbed; prompts are formatted by ``data.prompt_template`` and, with
+    ``data.chat_template``, the tokenizer's chat template.
+    """
+
+    def __init__(self, config: Config, verifier, *, tokenizer=None):
+        from neggrad.data.prompts import format_prompt
+
+        data = config.data
+        self.config, self.verifier = config.task, verifier
+
+        def formatter(problem: str) -> str:
+            return format_prompt(
+                problem,
+                template=data.prompt_template,
+                tokenizer=tokenizer,
+                chat_template=data.chat_template,
+                system_prompt=data.system_prompt,
+            )
+
+        self._format = formatter
+        self._eval = word_problems.eval_problems(self.config, formatter=formatter)
+
+    def train_example(self, index: int) -> word_problems.WordProblem:
+        return word_problems.problem_at(self.config, "train", index, formatter=self._format)
+
+    def eval_examples(self) -> list[word_problems.WordProblem]:
+        return self._eval
+
+    def score(self, completions: list[str], answers: list[str]) -> list[bool]:
+        return self.verifier.score(completions, answers)
+
+    def score_or_abstain(self, completions: list[str], answers: list[str]) -> list[bool | None]:
+        """As ``score``, None where the verifier abstained (a timeout): training only (FRONTIER.md 9.2)."""
+        fn = getattr(self.verifier, "score_or_abstain", None)
+        return fn(completions, answers) if fn is not None else self.score(completions, answers)
+
+    def format_scores(self, completions: list[str]) -> list[float]:
+        return [float(word_problems.extract_integer(c) is not None) for c in completions]
+
+    def close(self) -> None:
+        self.verifier.close()
+
+
+def build_task(config: Config | TaskConfig, *, tokenizer=None) -> ArithmeticTask | MathTask | WordProblemTask:
     """The prompt source of a run: :class:`MathTask` when ``data.source`` is set, else the arithmetic testbed.
 
     Pass the whole :class:`Config` (and the policy's tokenizer, for ``data.chat_template``); a bare
@@ -130,4 +194,6 @@ def build_task(config: Config | TaskConfig, *, tokenizer=None) -> ArithmeticTask
         return ArithmeticTask(config)
     if config.data.source is not None:
         return MathTask.from_config(config, tokenizer=tokenizer)
+    if config.task.name == "word_problems":
+        return WordProblemTask(config, build_verifier(config.reward), tokenizer=tokenizer)
     return ArithmeticTask(config.task, build_verifier(config.reward))

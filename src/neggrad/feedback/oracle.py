@@ -1,13 +1,15 @@
-"""The oracle judge of the arithmetic testbed: every step checked exactly, optionally with judge noise.
+"""The oracle judge of the built-in tasks: every step checked exactly, optionally with judge noise.
 
 A perfect judge lets the method be studied without judge error (issue 6); the noise options then
-measure how much error it tolerates. Steps must come from the ``testbed`` split rule.
+measure how much error it tolerates. Testbed answers must be cut by the ``testbed`` split rule; word
+problems (``task.name: word_problems``) by lines, and their steps are checked by their arithmetic.
 """
 
 from __future__ import annotations
 
 import random
 
+from neggrad.data import word_problems
 from neggrad.feedback.judge import JudgeRequest, Verdict, failure, first_wrong, none_wrong
 from neggrad.testbed.task import parse_prompt, solve
 
@@ -27,9 +29,28 @@ def exact_verdict(request: JudgeRequest) -> Verdict:
     try:
         reference = solve(*parse_prompt(request.problem)).steps
     except ValueError:
-        return failure("the oracle judges testbed prompts like 'Q: 37+45-18=' only", n)
+        return word_problem_verdict(request)
     for k, step in enumerate(request.steps, start=1):
         if k > len(reference) or step != reference[k - 1]:
+            return first_wrong(k, n)
+    return none_wrong(n)
+
+
+def word_problem_verdict(request: JudgeRequest) -> Verdict:
+    """The first written step of a word-problem answer that states something false.
+
+    The gold answer is the integer boxed in the reference solution. A step is wrong when one of its equations
+    ``a op b = c`` is false or it boxes another answer (:func:`neggrad.data.word_problems.step_is_wrong`); prose
+    without equations is never wrong by itself. If no step is wrong the verdict is "none wrong" (an answer that
+    never boxes the right number then fails at its end, k = n). A reference without a boxed integer (neither a
+    testbed prompt nor a word problem) is a failure.
+    """
+    n = len(request.steps)
+    gold = word_problems.extract_integer(request.reference)
+    if gold is None:
+        return failure("the oracle judges the built-in tasks only (testbed prompts, word problems)", n)
+    for k, step in enumerate(request.steps, start=1):
+        if word_problems.step_is_wrong(step, gold):
             return first_wrong(k, n)
     return none_wrong(n)
 
