@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 from torch import Tensor
 
@@ -31,21 +33,44 @@ def completion_forward(model, rollout: Rollout, *, return_hidden: bool = False) 
     if return_hidden:
         head = model.get_output_embeddings()
         handle = head.register_forward_pre_hook(lambda module, args: caught.append(args[0]))
+    tp, t = rollout.prompt_ids.shape[1], rollout.completion_ids.shape[1]
+    keep = t + 1 if _takes_logits_to_keep(model) else None  # the LM head sees only the positions that predict
+    kwargs = {"logits_to_keep": keep} if keep else {}
     try:
-        out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
+        out = model(
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False, **kwargs
+        )
     finally:
         if handle is not None:
             handle.remove()
-    tp, t = rollout.prompt_ids.shape[1], rollout.completion_ids.shape[1]
-    logits = out.logits[:, tp - 1 : tp - 1 + t]  # (B, T, V)
+    start = 0 if keep else tp - 1  # with logits_to_keep = T + 1 the logits hold positions Tp - 1 .. Tp + T - 1
+    logits = out.logits[:, start : start + t]  # (B, T, V)
     if not return_hidden:
         return logits, None
-    if len(caught) != 1 or caught[0].shape[1] != input_ids.shape[1]:
+    if len(caught) != 1 or caught[0].shape[1] != out.logits.shape[1]:
         raise RuntimeError(
             "could not read the LM-head input of this model (NTHR needs the last hidden state at every "
-            "position); its forward does not call get_output_embeddings() once on the full sequence"
+            "position); its forward does not call get_output_embeddings() once on the positions it scores"
         )
-    return logits, caught[0][:, tp - 1 : tp - 1 + t]  # (B, T, H)
+    return logits, caught[0][:, start : start + t]  # (B, T, H)
+
+
+def _takes_logits_to_keep(model) -> bool:
+    """Whether the model's forward accepts ``logits_to_keep`` (Hugging Face causal LMs since transformers 4.50).
+
+    The prompt's positions need no logits: at a 150-token prompt and a 48-token completion the LM head (49k x 576
+    in SmolLM2-135M, a fifth of its weights) would otherwise run on four times the positions it is needed on.
+    A wrapper (PEFT, DDP) is looked through to the model it wraps.
+    """
+    inner = model
+    for _ in range(4):
+        forward = getattr(inner, "forward", None)
+        if forward is not None and "logits_to_keep" in inspect.signature(forward).parameters:
+            return True
+        inner = getattr(inner, "module", None) or getattr(getattr(inner, "base_model", None), "model", None)
+        if inner is None:
+            return False
+    return False
 
 
 def completion_logits(model, rollout: Rollout) -> Tensor:
