@@ -109,3 +109,60 @@ def test_lld_matches_a_separate_before_and_after_pass():
     assert metrics["lld/count"] == 1
     assert metrics["lld/delta_seq_mean"] == pytest.approx(delta, abs=1e-4)
     assert metrics["lld/displaced_frac"] == float(delta < 0)
+
+
+def test_batch_scope_on_one_group_is_group_nthr():
+    """nthr.scope: batch with a single group in the batch anchors on the same correct answers as the paper's
+    per-group NTHR, so it must choose the same tokens (its scores come from the LM head, not the logits)."""
+    tok = build_tokenizer()
+    cfg = build_config({}, SMALL)
+    model = build_model(cfg.model.testbed, tok, seed=0)
+    rollout = crafted(tok)
+    group = one_step(cfg, model, rollout, CORRECT, "nthr")
+    batch = one_step(cfg, model, rollout, CORRECT, "nthr_batch")
+    assert torch.allclose(group.token_scores, batch.token_scores, atol=1e-5)
+    assert torch.equal(group.token_selected, batch.token_selected) and batch.token_selected.any()
+    assert batch.metrics["nthr/groups"] == 1
+    assert batch.metrics["lld/delta_seq_mean"] == pytest.approx(group.metrics["lld/delta_seq_mean"], abs=1e-4)
+
+
+def test_batch_scope_scores_against_other_groups_correct_answers():
+    """Two groups in one update: group 2's wrong answers are scored against group 1's correct answer too."""
+    tok = build_tokenizer()
+    cfg = build_config({}, SMALL + ["gradient_accumulation_steps=2"])
+    model = build_model(cfg.model.testbed, tok, seed=0)
+    second = ["3+4=7, 7-2=5. A: 5", "3+4=8, 8-2=6. A: 6", "3+4=7, 7-2=5. A: 5", "4+4=8. A: 8"]
+    enc = lambda s: tok(s, add_special_tokens=False)["input_ids"]  # noqa: E731
+    rollout = rollout_from_ids(
+        [enc(PROMPT)] * 8, [enc(c) + [tok.eos_token_id] for c in COMPLETIONS + second], tok.pad_token_id
+    )
+    correct = torch.tensor([True, False, False, False, True, False, True, False])
+    group = one_step(cfg, model, rollout, correct, "nthr")
+    batch = one_step(cfg, model, rollout, correct, "nthr_batch")
+    assert group.metrics["nthr/groups"] == batch.metrics["nthr/groups"] == 2
+    # more anchors: every token's score changes, and the tokens of each group's correct rows anchor both groups
+    assert not torch.allclose(group.token_scores, batch.token_scores, atol=1e-4)
+    assert not batch.token_selected[correct].any() and batch.token_selected[~correct].any()
+    assert batch.row_delta is not None and torch.isnan(batch.row_delta[~correct]).all()
+    assert torch.isfinite(batch.row_delta[correct]).all()
+
+
+def test_batch_scope_refusals():
+    from neggrad.config import ConfigError
+
+    with pytest.raises(ConfigError, match="nthr.scope 'batch' is NTHR's only"):
+        build_config({}, ["thr.enabled=true", "nthr.scope=batch"])
+    with pytest.raises(ConfigError, match="anchor_include_self: false applies to nthr.scope: group only"):
+        build_config({}, ["method=nthr", "nthr.scope=batch", "nthr.anchor_include_self=false"])
+
+
+def test_batch_scope_refuses_a_head_it_cannot_recompute():
+    from neggrad.policy import linear_head
+
+    tok = build_tokenizer()
+    model = build_model(build_config({}, SMALL).model.testbed, tok, seed=0)
+    weight, bias = linear_head(model)
+    assert weight is model.get_output_embeddings().weight and bias is None
+    model.config.final_logit_softcapping = 30.0
+    with pytest.raises(ValueError, match="with logit softcapping: use nthr.scope: group"):
+        linear_head(model)

@@ -362,6 +362,8 @@ def cmd_lld_probe(args) -> int:
         raise UsageError(str(err)) from None
     if args.prompts < 1:
         raise UsageError(f"--prompts must be at least 1, got {args.prompts}")
+    if args.groups_per_update < 1:
+        raise UsageError(f"--groups-per-update must be at least 1, got {args.groups_per_update}")
     config = resolve_config(args.config, args.overrides)
     out_dir = Path(args.out)
     model, tokenizer, _ = load_policy(config, progress=None)
@@ -380,9 +382,11 @@ def cmd_lld_probe(args) -> int:
             groups,
             variants,
             tokenizer.pad_token_id,
-            progress=lambda done, total: status.update(f"update {done}/{total}"),
+            progress=lambda done, total: status.update(f"group {done}/{total}"),
+            groups_per_update=args.groups_per_update,
         )
-    rows = write_probe_report(results, out_dir, title=f"{args.config}")
+    per = "one update per group" if args.groups_per_update == 1 else f"{args.groups_per_update} groups per update"
+    rows = write_probe_report(results, out_dir, title=f"{args.config} ({per})")
     table = Table(title=f"LLD probe ({len(groups)} groups): Δ(x) of correct answers after one update")
     for col in ("variant", "mean Δ(x)", "displaced", "displaced p<=1/2", "displaced p>1/2"):
         table.add_column(col, justify="left" if col == "variant" else "right")
@@ -525,7 +529,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--variants",
         default="grpo,pos_only,nthr,random",
-        help="comma-separated, from grpo, pos_only, nthr, random, nthr_beta0, random_beta0",
+        help="comma-separated, from grpo, pos_only, nthr, random, nthr_beta0, random_beta0, nthr_batch",
+    )
+    p.add_argument(
+        "--groups-per-update",
+        type=int,
+        default=1,
+        help="groups in each probe update (default 1, the paper's probe); more shows cross-group displacement",
     )
     p.add_argument("--out", default="runs/lld-probe", help="folder for report.md, lld_probe.png, results.json")
     p.add_argument("overrides", nargs="*", help="key.sub=value overrides")

@@ -297,6 +297,11 @@ class NTHRConfig(_Section):
     """Gradient vocabulary: "response" = token ids of the group's completions (paper, App. 7.4), "full" = exact."""
     anchor_include_self: bool = True
     """Keep a correct response's own tokens in the sum when its anchor mean is taken (ALGORITHMS.md 3.2)."""
+    scope: Literal["group", "batch"] = "group"
+    """Whose correct answers a wrong token is scored against: "group" = its own group's (the paper), "batch" =
+    every correct answer of the batch (on each process), so tokens that would displace other prompts' correct
+    answers are protected too (neggrad.core.nthr.nthr_batch). batch costs one no-grad forward pass per step
+    (the scores need the whole batch before the first loss) and needs a linear LM head (Llama, Qwen, SmolLM2)."""
     control: Literal["none", "random"] = "none"
     """A control arm (ALGORITHMS.md 2.3): "random" scales as many randomly chosen tokens of each wrong
     response as NTHR selected there, so the effect of *which* tokens are chosen can be isolated."""
@@ -850,6 +855,13 @@ class Config(_Section):
         zv = self.zero_variance
         token_level = ("nthr", self.nthr.enabled), ("thr", self.thr.enabled)
         token_level += (("zero_variance ... rl_zvp", "rl_zvp" in (zv.all_wrong, zv.all_correct)),)
+        if self.nthr.enabled and self.nthr.scope == "batch" and not self.nthr.anchor_include_self:
+            raise ValueError(
+                "nthr.scope 'batch' anchors on every correct answer of the batch: nthr.anchor_include_self: false "
+                "applies to nthr.scope: group only"
+            )
+        if self.thr.enabled and self.nthr.scope == "batch":
+            raise ValueError("thr.enabled scores tokens within their own group: nthr.scope 'batch' is NTHR's only")
         if self.thr.enabled and self.nthr.enabled:
             raise ValueError(
                 "thr generalises nthr (same scores, every token): enable one of thr.enabled, nthr.enabled"

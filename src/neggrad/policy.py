@@ -76,3 +76,22 @@ def _takes_logits_to_keep(model) -> bool:
 def completion_logits(model, rollout: Rollout) -> Tensor:
     """(B, T, V) logits predicting each completion token (``completion_forward`` without hidden states)."""
     return completion_forward(model, rollout)[0]
+
+
+def linear_head(model) -> tuple[Tensor, Tensor | None]:
+    """(weight, bias) of the model's LM head when logits are exactly ``h W^T + b``; ValueError otherwise.
+
+    Cross-group NTHR (``nthr.scope: batch``) recomputes the softmax from the hidden states through this head
+    instead of holding the batch's logits; a head that is not one linear layer, or a model that softcaps its
+    logits (Gemma 2), would give other probabilities than the policy's.
+    """
+    head = model.get_output_embeddings()
+    config = getattr(model, "config", None)
+    softcap = getattr(config, "final_logit_softcapping", None)
+    if not isinstance(head, torch.nn.Linear) or softcap:
+        what = type(head).__name__ + (" with logit softcapping" if softcap else "")
+        raise ValueError(
+            f"nthr.scope 'batch' needs a plain linear LM head (Llama, Qwen, SmolLM2); this model's is {what}: "
+            "use nthr.scope: group"
+        )
+    return head.weight, head.bias

@@ -48,6 +48,7 @@ from neggrad.distributed import Dist, GroupSeededRollout, gather_rows
 from neggrad.evaluate import evaluate
 from neggrad.metrics import MetricsWriter
 from neggrad.models import load_policy, reference_model
+from neggrad.policy import linear_head
 from neggrad.rollout import build_rollout
 from neggrad.rollout.hf import HFRollout, Rollout
 from neggrad.sampling import TrainBatch, collect_batch
@@ -163,6 +164,11 @@ class Trainer:
                 checkpoint=checkpoint / "model" if checkpoint else None,
                 progress=lambda d: self.callback("sft", d),
             )
+        if cfg.nthr.enabled and cfg.nthr.scope == "batch":
+            try:
+                linear_head(self.model)
+            except ValueError as err:
+                raise ConfigError(str(err)) from None
         self.ref_model = reference_model(self.model, cfg, resumed=checkpoint is not None) if cfg.beta > 0 else None
         self.task = build_task(cfg, tokenizer=self.tokenizer)
         self.eval_set = self.task.eval_examples()

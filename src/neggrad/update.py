@@ -28,13 +28,13 @@ from neggrad.core.losses import (
     step_denominators,
     token_entropy,
 )
-from neggrad.core.nthr import nthr_group, scale_token_advantages
+from neggrad.core.nthr import nthr_batch, nthr_group, scale_token_advantages
 from neggrad.core.surrogates import cispo_loss, gspo_surrogate
 from neggrad.core.thr import thr_token_advantages
 from neggrad.core.zero_variance import lens_advantages, rl_zvp_advantages
 from neggrad.diagnostics.lld import lld_metrics
 from neggrad.distributed import SINGLE, Dist, gather_rows
-from neggrad.policy import completion_forward
+from neggrad.policy import completion_forward, linear_head
 from neggrad.rollout.hf import Rollout
 from neggrad.sampling import TrainBatch
 
@@ -119,6 +119,7 @@ class UpdateResult:
     token_selected: Tensor | None = None  # (B, T) bool: tokens whose advantage NTHR scaled
     row_tau: Tensor | None = None  # (B,) NTHR threshold of each row's group (nan outside scored groups)
     row_eta: Tensor | None = None  # (B,) NTHR factor of each row's group (nan outside scored groups)
+    row_delta: Tensor | None = None  # (B,) LLD: change of each measured row's sequence log-likelihood (nan elsewhere)
 
 
 class _NTHR:
@@ -136,9 +137,19 @@ class _NTHR:
         self.rng = torch.Generator().manual_seed(config.seed)  # the random-token control only
         self.thr_tokens = self.thr_pos = 0.0  # THR: tokens of scored groups, dominant tokens with THR > 0
 
+    @property
+    def batch_scope(self) -> bool:
+        return self.cfg.nthr.enabled and self.cfg.nthr.scope == "batch"
+
     @torch.no_grad()
     def apply(self, idx: Tensor, logits: Tensor, hidden: Tensor, ids: Tensor) -> None:
-        """Score the whole groups in rows ``idx`` (contiguous, group-aligned) and scale ``token_adv``."""
+        """Score the whole groups in rows ``idx`` (contiguous, group-aligned) and scale ``token_adv``.
+
+        With ``nthr.scope: batch`` only the micro-batch's hidden states and log-normalisers are kept here;
+        :meth:`finish` scores the whole batch once every micro-batch has been seen."""
+        if self.batch_scope:
+            self._collect(idx, logits, hidden, ids)
+            return
         t0 = time.perf_counter()
         G, opt, thr = self.cfg.num_generations, self.cfg.nthr, self.cfg.thr
         for g0 in range(0, len(idx), G):
@@ -188,6 +199,72 @@ class _NTHR:
             if math.isfinite(result.tau):
                 self.taus.append(result.tau)
             self.etas.append(result.eta)
+        self.seconds += time.perf_counter() - t0
+
+    def _collect(self, idx: Tensor, logits: Tensor, hidden: Tensor, ids: Tensor) -> None:
+        t0 = time.perf_counter()
+        real = self.mask[idx].bool().to(logits.device)  # (b, T)
+        lse = torch.logsumexp(logits.detach()[real].float() / self.cfg.temperature, dim=-1)  # (n,)
+        if not hasattr(self, "_parts"):
+            self._parts = []
+        rows = idx.to(real.device)[:, None].expand_as(real)[real]
+        self._parts.append((hidden.detach()[real].float(), ids[real], lse, rows))
+        self.seconds += time.perf_counter() - t0
+
+    @torch.no_grad()
+    def finish(self, head_weight: Tensor, head_bias: Tensor | None) -> None:
+        """``nthr.scope: batch``: score every collected token against the batch's correct answers, scale
+        ``token_adv`` (arXiv:2505.18830 Eq. 7-8 over the batch; neggrad.core.nthr.nthr_batch)."""
+        parts = getattr(self, "_parts", [])
+        if not parts:
+            return
+        t0 = time.perf_counter()
+        opt, G = self.cfg.nthr, self.cfg.num_generations
+        hidden, ids, lse, rows = (torch.cat(x) for x in zip(*parts, strict=True))
+        del self._parts
+        n = self.mask.shape[0]
+        groups = torch.arange(n) // G
+        result = nthr_batch(
+            hidden,
+            ids,
+            lse,
+            head_weight.detach(),
+            rows,
+            groups.to(hidden.device),
+            self.correct.to(hidden.device),
+            head_bias=None if head_bias is None else head_bias.detach(),
+            beta=opt.beta,
+            eta=opt.eta,
+            vocab=opt.vocab,
+            temperature=self.cfg.temperature,
+            chunk_tokens=opt.chunk_tokens,
+            chunk_vocab=opt.chunk_vocab,
+        )
+        rows, scores, picked = rows.cpu(), result.scores.cpu(), result.selected.cpu()
+        cols = self.mask.bool().nonzero()  # (N, 2) in row-major order, as collected per row within micro-batches
+        order = torch.argsort(rows, stable=True)  # micro-batches are contiguous row blocks: already sorted
+        positions = cols[: len(order)]
+        self.scores[positions[:, 0], positions[:, 1]] = scores[order]
+        selected = torch.zeros_like(self.selected)
+        selected[positions[:, 0], positions[:, 1]] = picked[order]
+        etas = result.eta.cpu()  # (P,)
+        scored = ~torch.isnan(etas)
+        if self.skip is not None:  # hinted groups: their hint tokens are not the policy's own answers
+            scored &= ~self.skip.view(-1, G).any(dim=1)
+        row_scored = scored.repeat_interleave(G)
+        selected &= row_scored[:, None]
+        if opt.control == "random":
+            selected = self._random_like(selected, self.mask.bool())
+        row_eta = etas.repeat_interleave(G)
+        self.token_adv.copy_(torch.where(selected, self.token_adv * row_eta[:, None], self.token_adv))
+        self.selected = selected
+        self.row_tau[row_scored] = result.tau
+        self.row_eta[row_scored] = row_eta[row_scored]
+        self.groups = int(scored.sum())
+        self.wrong_tokens = float((self.mask * (~self.correct).float()[:, None])[row_scored].sum())
+        if math.isfinite(result.tau) and self.groups:
+            self.taus.append(result.tau)
+        self.etas.extend(etas[scored].tolist())
         self.seconds += time.perf_counter() - t0
 
     def _random_like(self, selected: Tensor, mask: Tensor) -> Tensor:
@@ -265,6 +342,7 @@ def _lld(
     over the completions of every process."""
     t0 = time.perf_counter()
     out: dict = {}
+    row_delta = torch.full(mask.shape[:1], float("nan"))  # (B,) this process's rows
     was_training = model.training
     model.eval()
     for prefix, rows in (("lld/", correct), ("lld/wrong/", ~correct)):
@@ -273,11 +351,12 @@ def _lld(
         idx = rows.nonzero().squeeze(1)
         chunks = list(idx.split(config.per_device_train_batch_size))
         after = _pass_logp(model, rollout, chunks, config.temperature)[idx] if len(idx) else before[idx]
+        row_delta[idx] = ((after - before[idx]) * mask[idx]).sum(dim=1)
         rows = gather_rows(dist, {"before": before[idx], "after": after, "mask": mask[idx], "p": p[idx]})
         out.update(lld_metrics(rows["before"], rows["after"], rows["mask"], rows["p"], prefix=prefix))
     model.train(was_training)
     out["time/lld"] = time.perf_counter() - t0
-    return out
+    return out, row_delta
 
 
 def _zero_backward(forward, device: torch.device, dist: Dist) -> None:
@@ -321,7 +400,8 @@ def policy_update(
     zvp = batch.zvp[batch.rows] if batch.zvp is not None else None  # (B,) RL-ZVP rows
     lens_groups = batch.lens if batch.lens is not None and bool(batch.lens.any()) else None  # (P,)
     grouped = nthr is not None or lens_groups is not None  # hooks that need whole groups per micro-batch
-    need_old = config.num_iterations > 1 or config.steps_per_generation > 1
+    # cross-group NTHR needs every micro-batch's scores before the first loss: a no-grad pass first
+    need_old = config.num_iterations > 1 or config.steps_per_generation > 1 or (nthr is not None and nthr.batch_scope)
 
     t0 = time.perf_counter()
     old_logp = None
@@ -329,6 +409,8 @@ def policy_update(
         chunks = _group_chunks(n, config.per_device_train_batch_size, G) if nthr else None
         chunks = chunks or list(torch.arange(n).split(config.per_device_train_batch_size))
         old_logp = _pass_logp(model, rollout, chunks, config.temperature, nthr)
+        if nthr.batch_scope if nthr is not None else False:
+            nthr.finish(*linear_head(model))
         if lens_groups is not None:
             _lens(config, token_adv, torch.arange(n), old_logp, mask, correct, lens_groups)
     all_rows = list(torch.arange(n).split(config.per_device_train_batch_size))
@@ -472,9 +554,17 @@ def policy_update(
         metrics.update(nthr.metrics(dist))
     if config.lld.enabled:
         measured = correct if hinted is None else correct & ~hinted  # hinted answers are not the policy's own
-        metrics.update(_lld(config, model, rollout, before, mask, measured, success, dist))
+        lld, row_delta = _lld(config, model, rollout, before, mask, measured, success, dist)
+        metrics.update(lld)
+    else:
+        row_delta = None
     if nthr is None:
-        return UpdateResult(metrics)
+        return UpdateResult(metrics, row_delta=row_delta)
     return UpdateResult(
-        metrics, token_scores=nthr.scores, token_selected=nthr.selected, row_tau=nthr.row_tau, row_eta=nthr.row_eta
+        metrics,
+        token_scores=nthr.scores,
+        token_selected=nthr.selected,
+        row_tau=nthr.row_tau,
+        row_eta=nthr.row_eta,
+        row_delta=row_delta,
     )

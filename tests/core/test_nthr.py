@@ -242,3 +242,104 @@ def test_influence_scores_restricted_vocab_drops_one_hot_of_outside_ids():
     s = influence_scores(logits, hidden, ids, torch.tensor([0]), torch.tensor([1]), vocab=torch.tensor([0, 1]))
     # g_u = [1 - 1/3, -1/3], g_t = [-1/3, -1/3] (id 2 outside): <g_u, g_t> = -2/9 + 1/9 = -1/9; <h,h> = 1
     assert s.tolist() == pytest.approx([-1 / 9], abs=1e-6)
+
+
+# ---------------------------------------------------------------------- cross-group NTHR (nthr.scope: batch)
+def _batch_case(seed=0, groups=3, G=4, T=5, V=11, H=6, temperature=0.7):
+    from torch.nn.functional import log_softmax
+
+    g = torch.Generator().manual_seed(seed)
+    R = groups * G
+    weight = torch.randn(V, H, generator=g, dtype=torch.float64)
+    hidden = torch.randn(R, T, H, generator=g, dtype=torch.float64)
+    ids = torch.randint(0, V, (R, T), generator=g)
+    ids[ids == V - 1] = 0  # the last id never occurs: the response vocabulary is a strict subset
+    lengths = torch.randint(2, T + 1, (R,), generator=g)
+    mask = torch.arange(T)[None, :] < lengths[:, None]
+    correct = torch.tensor([1, 0, 1, 0] + [0, 0, 0, 0] + [1, 1, 0, 1])[:R].bool()  # mixed, all wrong, mixed
+    logits = hidden @ weight.T  # (R, T, V)
+    lse = torch.logsumexp(logits / temperature, dim=-1)
+    q = torch.exp(log_softmax(logits / temperature, dim=-1))
+    return weight, hidden, ids, mask, correct, logits, lse, q, torch.arange(R) // G
+
+
+def _slow_batch_scores(hidden, ids, mask, correct, q, cols):
+    """s_t = sum over every correct token u of the batch of <g_u, g_t> <h_u, h_t>, one pair at a time."""
+    R, T = ids.shape
+    V = q.shape[-1]
+
+    def g(r, t):
+        onehot = torch.zeros(V, dtype=torch.float64)
+        onehot[ids[r, t]] = 1.0
+        return (onehot - q[r, t])[cols]
+
+    scores = torch.zeros(R, T, dtype=torch.float64)
+    for r in range(R):
+        for t in range(T):
+            if not mask[r, t]:
+                continue
+            total = 0.0
+            for ru in range(R):
+                if not correct[ru]:
+                    continue
+                for u in range(T):
+                    if mask[ru, u]:
+                        total += float(g(ru, u) @ g(r, t)) * float(hidden[ru, u] @ hidden[r, t])
+            scores[r, t] = total
+    return scores
+
+
+@pytest.mark.parametrize("vocab", ["response", "full"])
+@pytest.mark.parametrize("chunks", [(1024, 8192), (3, 2)])
+def test_nthr_batch_matches_a_slow_double_loop(vocab, chunks):
+    from neggrad.core.nthr import nthr_batch
+
+    weight, hidden, ids, mask, correct, _, lse, q, groups = _batch_case()
+    flat = mask.reshape(-1).nonzero().squeeze(1)
+    rows = flat // ids.shape[1]
+    cols = torch.unique(ids.reshape(-1)[flat]) if vocab == "response" else torch.arange(weight.shape[0])
+    expected = _slow_batch_scores(hidden, ids, mask, correct, q, cols)
+    out = nthr_batch(
+        hidden.reshape(-1, hidden.shape[-1])[flat],
+        ids.reshape(-1)[flat],
+        lse.reshape(-1)[flat],
+        weight,
+        rows,
+        groups,
+        correct,
+        beta=1.0,
+        eta="2|0.5-p|",
+        vocab=vocab,
+        temperature=0.7,
+        chunk_tokens=chunks[0],
+        chunk_vocab=chunks[1],
+    )
+    torch.testing.assert_close(out.scores.double(), expected.reshape(-1)[flat], rtol=1e-4, atol=1e-4)
+    # threshold: the lowest mean score of a correct response; selected: wrong tokens of mixed groups above it
+    means = [expected[r][mask[r]].mean() for r in range(len(correct)) if correct[r]]
+    tau = min(means)
+    assert out.tau == pytest.approx(float(tau), rel=1e-4)
+    mixed_row = torch.tensor([g in (0, 2) for g in groups.tolist()])
+    want = (~correct[rows]) & mixed_row[rows] & (expected.reshape(-1)[flat] > tau)
+    assert torch.equal(out.selected, want) and bool(want.any())
+    assert out.eta[0] == pytest.approx(0.0) and out.eta[2] == pytest.approx(0.5) and torch.isnan(out.eta[1])
+
+
+def test_nthr_batch_on_one_group_equals_group_nthr():
+    from neggrad.core.nthr import nthr_batch, nthr_group
+
+    weight, hidden, ids, mask, correct, logits, lse, _, groups = _batch_case(groups=1)
+    flat = mask.reshape(-1).nonzero().squeeze(1)
+    one = nthr_group(logits, hidden, ids, mask, correct, beta=1.0, eta="2|0.5-p|", vocab="response", temperature=0.7)
+    out = nthr_batch(
+        hidden.reshape(-1, hidden.shape[-1])[flat],
+        ids.reshape(-1)[flat],
+        lse.reshape(-1)[flat],
+        weight,
+        flat // ids.shape[1],
+        groups,
+        correct,
+        temperature=0.7,
+    )
+    torch.testing.assert_close(out.scores.double(), one.scores.reshape(-1)[flat].double(), rtol=1e-5, atol=1e-5)
+    assert torch.equal(out.selected, one.selected.reshape(-1)[flat]) and out.tau == pytest.approx(one.tau)

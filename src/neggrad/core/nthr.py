@@ -258,3 +258,132 @@ def scale_token_advantages(token_adv: Tensor, selected: Tensor, eta: float) -> T
         (G, T) new token advantages.
     """
     return torch.where(selected, token_adv * eta, token_adv)
+
+
+# ---------------------------------------------------------------------- cross-group NTHR (nthr.scope: batch)
+@dataclass
+class NTHRBatchResult:
+    """Cross-group NTHR over the N real tokens of a batch (flattened, in the order given).
+
+    Attributes:
+        scores: (N,) float32 s_t against every correct response of the batch.
+        selected: (N,) bool, wrong-response tokens of mixed groups whose advantage is scaled by their group's eta.
+        anchors: (R+,) mean score of each correct response, in row order.
+        tau: the batch's threshold.
+        eta: (P,) the factor of each group (nan for groups that are not mixed).
+    """
+
+    scores: Tensor
+    selected: Tensor
+    anchors: Tensor
+    tau: float
+    eta: Tensor
+
+
+def _head_block(hidden: Tensor, weight: Tensor, bias: Tensor | None, cols: Tensor, lse: Tensor, temperature: float):
+    """(n, c) q restricted to ``cols``: softmax(h W^T + b) / temperature) at those columns, from the LM head."""
+    logits = hidden @ weight[cols].float().T  # (n, c)
+    if bias is not None:
+        logits = logits + bias[cols].float()
+    return torch.exp(logits / temperature - lse[:, None])
+
+
+def nthr_batch(
+    hidden: Tensor,
+    ids: Tensor,
+    lse: Tensor,
+    head_weight: Tensor,
+    rows: Tensor,
+    groups: Tensor,
+    correct_rows: Tensor,
+    *,
+    head_bias: Tensor | None = None,
+    beta: float = 1.0,
+    eta: str | float = "2|0.5-p|",
+    vocab: str = "response",
+    temperature: float = 1.0,
+    chunk_tokens: int = 1024,
+    chunk_vocab: int = 8192,
+) -> NTHRBatchResult:
+    """Cross-group NTHR: every wrong-answer token scored against the correct answers of the whole batch.
+
+    The score is the paper's (arXiv:2505.18830 Cor. 4.5, Eq. 7) with the sum over correct responses taken over
+    every group of the batch instead of the token's own group: ``s_t = g_t^T M h_t``, ``M = sum_u g_u h_u^T``
+    over all correct tokens u of the batch, so s_t measures how much pushing token t down also pushes down
+    correct answers to *other* prompts (the displacement per-group NTHR cannot see). The threshold is Eq. 8 over
+    the batch's correct responses, tau = beta * min_i mean_{u in y_i} s_u; selected are the wrong tokens of mixed
+    groups with s_t > tau, and each keeps eta of its penalty, eta from its own group's success rate (App. 7.3).
+    Groups without a correct or without a wrong answer are not scored as queries (as in :func:`nthr_group`); their
+    correct answers still anchor M [neggrad choice].
+
+    Memory stays bounded without the batch's logits: ``q`` is recomputed block by block from the LM head,
+    ``softmax((h W^T + b) / T)`` with the stored log-normaliser ``lse`` (exact for a linear head, the case of
+    Llama, Qwen and SmolLM2 models; the trainer refuses other heads). Peak extra memory, fp32: the (N, H) hidden
+    states plus about ``4 * (2*c_V*H + 2*c_T*c_V + c_T*H)`` bytes, as in :func:`influence_scores`.
+
+    Args:
+        hidden: (N, H) last-layer hidden states (LM-head inputs) at the positions predicting each real token.
+        ids: (N,) the tokens.
+        lse: (N,) logsumexp over the full vocabulary of ``logits / temperature`` at those positions.
+        head_weight: (V, H) LM-head weight; ``head_bias`` (V,) its bias, if any.
+        rows: (N,) the response (row of the batch) of each token.
+        groups: (R,) group index of each row.
+        correct_rows: (R,) bool binary correctness of each row.
+        beta, eta, vocab, temperature, chunk_tokens, chunk_vocab: as in :func:`nthr_group`; ``vocab="response"``
+            restricts g to the token ids present in the batch.
+
+    Returns:
+        :class:`NTHRBatchResult` (tensors on ``hidden.device``).
+    """
+    if vocab not in ("response", "full"):
+        raise ValueError(f'vocab must be "response" or "full", got {vocab!r}')
+    device = hidden.device
+    hidden, lse = hidden.float(), lse.float().to(device)
+    ids, rows = ids.to(device), rows.to(device)
+    groups, correct_rows = groups.to(device), correct_rows.bool().to(device)
+    num_vocab = head_weight.shape[0]
+    num_groups = int(groups.max()) + 1 if len(groups) else 0
+    hits = torch.zeros(num_groups, device=device).index_add_(0, groups, correct_rows.float())
+    sizes = torch.zeros(num_groups, device=device).index_add_(
+        0, groups, torch.ones_like(correct_rows, dtype=torch.float)
+    )
+    mixed = (hits > 0) & (hits < sizes)  # (P,)
+    is_correct = correct_rows[rows]  # (N,)
+    cols = torch.unique(ids) if vocab == "response" else torch.arange(num_vocab, device=device)
+    where = torch.full((num_vocab,), -1, dtype=torch.long, device=device)
+    where[cols] = torch.arange(len(cols), device=device)
+    anchor = is_correct.nonzero().squeeze(1)  # (Na,) token indices
+    scores = torch.zeros(len(ids), dtype=torch.float32, device=device)
+    for c0 in range(0, len(cols), chunk_vocab):
+        block = cols[c0 : c0 + chunk_vocab]
+        m = torch.zeros(len(block), hidden.shape[1], dtype=torch.float32, device=device)  # (c, H)
+        for a0 in range(0, len(anchor), chunk_tokens):
+            pos = anchor[a0 : a0 + chunk_tokens]
+            h = hidden[pos]
+            m -= _head_block(h, head_weight, head_bias, block, lse[pos], temperature).T @ h
+            at = where[ids[pos]] - c0
+            inside = (at >= 0) & (at < len(block))
+            m.index_add_(0, at[inside], h[inside])
+        for t0 in range(0, len(ids), chunk_tokens):
+            h = hidden[t0 : t0 + chunk_tokens]
+            mh = h @ m.T  # (ct, c)
+            part = -(_head_block(h, head_weight, head_bias, block, lse[t0 : t0 + chunk_tokens], temperature) * mh).sum(
+                -1
+            )
+            at = where[ids[t0 : t0 + chunk_tokens]] - c0
+            inside = (at >= 0) & (at < len(block))
+            part[inside] += mh[inside.nonzero().squeeze(1), at[inside]]
+            scores[t0 : t0 + len(h)] += part
+    correct_ids = correct_rows.nonzero().squeeze(1)
+    sums = torch.zeros(len(groups), device=device).index_add_(0, rows, scores)
+    counts = torch.zeros(len(groups), device=device).index_add_(0, rows, torch.ones_like(scores))
+    anchors = sums[correct_ids] / counts[correct_ids].clamp(min=1.0)  # (R+,)
+    if beta == -math.inf:
+        tau = -math.inf
+    else:
+        tau = beta * float(anchors.min()) if len(anchors) else math.inf  # no correct answer: nothing to protect
+    selected = (~is_correct) & mixed[groups[rows]] & (scores > tau)
+    p = hits / sizes.clamp(min=1.0)
+    etas = torch.tensor([eta_from_rule(eta, float(x)) for x in p.tolist()], device=device)
+    etas[~mixed] = float("nan")
+    return NTHRBatchResult(scores=scores, selected=selected, anchors=anchors, tau=tau, eta=etas)

@@ -32,6 +32,7 @@ VARIANTS: dict[str, dict] = {
     "random": {"nthr": {"enabled": True, "beta": 1.0, "eta": 0.0, "control": "random"}},
     "nthr_beta0": {"nthr": {"enabled": True, "beta": 0.0, "eta": 0.0}},
     "random_beta0": {"nthr": {"enabled": True, "beta": 0.0, "eta": 0.0, "control": "random"}},
+    "nthr_batch": {"nthr": {"enabled": True, "beta": 1.0, "eta": 0.0, "scope": "batch"}},
 }
 """Probe variants as config changes on top of the run's config (ALGORITHMS.md 2.3)."""
 

@@ -60,29 +60,48 @@ def run_probe(
     variants: list[str],
     pad_token_id: int,
     progress: Callable[[int, int], None] | None = None,
+    *,
+    groups_per_update: int = 1,
 ) -> dict[str, list[dict]]:
-    """Delta(x) per variant and group: ``{variant: [{"delta_seq", "delta_tok", "p", "selected_frac"}, ...]}``."""
+    """Delta(x) per variant and group: ``{variant: [{"delta_seq", "delta_tok", "p", "selected_frac"}, ...]}``.
+
+    Each update holds ``groups_per_update`` groups (one micro-batch per group, one optimizer step), so with
+    more than one the change of a group's correct answers includes what the other groups' answers did to
+    them: the cross-group displacement that per-group NTHR cannot see and ``nthr_batch`` scores.
+    """
+    G = config.num_generations
     cfg = config.model_copy(
-        update={"per_device_train_batch_size": config.num_generations, "gradient_accumulation_steps": 1}
+        update={"per_device_train_batch_size": G, "gradient_accumulation_steps": groups_per_update}
     )
     results: dict[str, list[dict]] = {v: [] for v in variants}
+    sets = [groups[i : i + groups_per_update] for i in range(0, len(groups), groups_per_update)]
     total, done = len(variants) * len(groups), 0
-    for group in groups:
-        rollout = rollout_from_ids(group["prompt_ids"], group["completion_ids"], pad_token_id)
-        correct = torch.tensor(group["correct"])
+    for chunk in sets:
+        rollout = rollout_from_ids(
+            [p for g in chunk for p in g["prompt_ids"]], [c for g in chunk for c in g["completion_ids"]], pad_token_id
+        )
+        correct = torch.tensor([ok for g in chunk for ok in g["correct"]])
+        lengths = rollout.completion_mask.sum(dim=1).float()  # (K*G,)
+        step_cfg = cfg.model_copy(update={"gradient_accumulation_steps": len(chunk)})
         for variant in variants:
-            m = one_step(cfg, model, rollout, correct, variant).metrics
-            results[variant].append(
-                {
-                    "delta_seq": m["lld/delta_seq_mean"],
-                    "delta_tok": m["lld/delta_tok_mean"],
-                    "p": float(correct.float().mean()),
-                    "selected_frac": m.get("nthr/selected_frac"),
-                }
-            )
-            done += 1
-            if progress:
-                progress(done, total)
+            result = one_step(step_cfg, model, rollout, correct, variant)
+            for k in range(len(chunk)):
+                rows = slice(k * G, (k + 1) * G)
+                ok = correct[rows]
+                delta = result.row_delta[rows][ok]
+                selected = result.token_selected[rows][~ok] if result.token_selected is not None else None
+                wrong_tokens = rollout.completion_mask[rows][~ok].sum()
+                results[variant].append(
+                    {
+                        "delta_seq": float(delta.mean()),
+                        "delta_tok": float((delta / lengths[rows][ok]).mean()),
+                        "p": float(ok.float().mean()),
+                        "selected_frac": (float(selected.sum() / wrong_tokens) if selected is not None else None),
+                    }
+                )
+                done += 1
+                if progress:
+                    progress(done, total)
     return results
 
 
