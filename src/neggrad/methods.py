@@ -85,7 +85,7 @@ PRESETS: dict[str, Preset] = {
             "nthr",
             "Deng et al. 2025, arXiv:2505.18830",
             "grpo + NTHR: wrong-answer tokens that resemble correct ones keep less penalty",
-            loss_type="grpo",
+            loss_type="dapo",  # the paper's objective (Eq. 9) averages token losses over all tokens of the batch
             nthr={"enabled": True},
         ),
         _preset(
