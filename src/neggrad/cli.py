@@ -445,6 +445,10 @@ def cmd_judge(args) -> int:
     if judge_name == "oracle" and "feedback.step_split" not in keys and "step_split" not in section:
         overrides.append("feedback.step_split=testbed")  # the oracle reads the testbed's steps
     config = build_config(raw, overrides)
+    try:
+        config.feedback.check_oracle("data" if config.data.source else config.task.name)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
     judge = build_judge(config.feedback)
     try:
         counts = score_file(

@@ -451,6 +451,10 @@ class FeedbackConfig(_Section):
 
     def check_judge(self) -> None:
         """Raise ValueError unless the chosen judge has what it needs (also checked by ``neggrad judge``)."""
+        if self.judge == "local" and not self.local.name_or_path:
+            raise ValueError("feedback.judge 'local' needs feedback.local.name_or_path (a hub id or model folder)")
+        if self.judge == "http" and not (self.http.model and self.http.base_url):
+            raise ValueError("feedback.judge 'http' needs feedback.http.base_url and feedback.http.model")
 
     def check_oracle(self, task: str) -> None:
         """Raise ValueError unless the oracle judge can check ``task``'s answers with this step rule."""
@@ -471,10 +475,6 @@ class FeedbackConfig(_Section):
                 "feedback.judge 'oracle' checks the built-in tasks only (task.name arithmetic or word_problems); "
                 "with data.source use feedback.judge: local or http"
             )
-        if self.judge == "local" and not self.local.name_or_path:
-            raise ValueError("feedback.judge 'local' needs feedback.local.name_or_path (a hub id or model folder)")
-        if self.judge == "http" and not (self.http.model and self.http.base_url):
-            raise ValueError("feedback.judge 'http' needs feedback.http.base_url and feedback.http.model")
 
 
 class VLLMConfig(_Section):
