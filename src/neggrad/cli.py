@@ -106,6 +106,10 @@ def run_training(config: Config, run_dir: Path, *, resume: bool, trust_checkpoin
                 if "eval/accuracy" in data:
                     info += f"  eval {data['eval/accuracy']:.3f}"
                 progress.update(tasks["rl"], completed=data["step"], info=info)
+                if not console.is_terminal:  # a log file or a pipe shows no live bar: one line per step instead
+                    left = progress.tasks[tasks["rl"]].time_remaining
+                    eta = f"  eta {left / 60:.1f} min" if left is not None else ""
+                    console.log(f"{config.method} step {data['step']}/{config.max_steps}  {info}{eta}")
 
         return train(config, run_dir, resume=resume, callback=callback, trust_checkpoint=trust_checkpoint)
 
