@@ -614,6 +614,10 @@ class NonFiniteConfig(_Section):
     """Stop the run after this many consecutive skipped updates."""
 
 
+TRACKERS = ("tensorboard", "wandb", "trackio")
+"""The experiment trackers ``report_to`` names (TRL's names); ``neggrad.trackers`` writes to them."""
+
+
 class Config(_Section):
     """A full neggrad run. Training step = one generation batch of ``per_device_train_batch_size *
     gradient_accumulation_steps * steps_per_generation`` completions (``P = that / num_generations``
@@ -788,8 +792,26 @@ class Config(_Section):
     """Keep this many newest checkpoints."""
     num_samples_logged: int = Field(4, ge=0)
     """Completions written to samples/ per step."""
+    report_to: list[Literal["tensorboard", "wandb", "trackio"]] = Field(default_factory=list)
+    """Experiment trackers that also receive each line of metrics.jsonl (same names, the training step as the step
+    axis) and the resolved config: none, tensorboard, wandb (offline unless WANDB_MODE says otherwise), trackio, or
+    a list (docs: integrations/trackers)."""
     nonfinite: NonFiniteConfig = Field(default_factory=NonFiniteConfig)
     feedback: FeedbackConfig = Field(default_factory=FeedbackConfig)
+
+    @field_validator("report_to", mode="before")
+    @classmethod
+    def _report_to_list(cls, value: Any) -> list:
+        if value is None:
+            return []
+        names = [value] if isinstance(value, str) else value
+        if not isinstance(names, list | tuple):
+            names = [names]
+        known = ("none", *TRACKERS)
+        unknown = [name for name in names if name not in known]
+        if unknown:
+            raise ValueError(f"report_to takes {', '.join(known)} or a list of them, got {unknown[0]!r}")
+        return list(dict.fromkeys(name for name in names if name != "none"))  # "none" and repeats dropped
 
     @model_validator(mode="after")
     def _feedback_composition(self) -> Config:
@@ -1019,6 +1041,7 @@ RESUME_KEYS = (
     "save_steps",
     "save_total_limit",
     "num_samples_logged",
+    "report_to",
     "lld.probe_every",
     "model.gradient_checkpointing",
     "per_device_train_batch_size",

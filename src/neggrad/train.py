@@ -53,6 +53,7 @@ from neggrad.rollout import build_rollout
 from neggrad.rollout.hf import HFRollout, Rollout
 from neggrad.sampling import TrainBatch, collect_batch
 from neggrad.tasks import build_task
+from neggrad.trackers import Trackers, require
 from neggrad.update import UpdateResult, policy_update
 
 logger = logging.getLogger(__name__)
@@ -123,6 +124,7 @@ class Trainer:
         self.config = config
         self.run_dir = Path(run_dir)
         self.callback = callback or (lambda event, data: None)
+        self.trackers = Trackers()  # report_to: opened by rank 0 at the end of setup(), closed by train()
 
     # ------------------------------------------------------------------ setup
     def setup(self, *, resume: bool = False, trust_checkpoint: bool = False) -> None:
@@ -137,6 +139,8 @@ class Trainer:
                 f"{self.run_dir} already holds a run: resume it with --resume {self.run_dir}, "
                 "or choose another --run-dir"
             )
+        if dist.is_main:
+            require(cfg.report_to)  # a missing tracker package stops the run before the model loads
         dist.barrier()  # every process has looked before rank 0 writes
         if dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -207,6 +211,8 @@ class Trainer:
             (self.run_dir / "config.yaml").write_text(dump_config(cfg))
             (self.run_dir / "samples").mkdir(exist_ok=True)
             self.metrics = MetricsWriter(self.run_dir / "metrics.jsonl", keep_through_step=self.state["step"])
+            resumed_step = self.state["step"] if checkpoint is not None else None
+            self.trackers = Trackers.open(cfg, self.run_dir, resumed_step=resumed_step)
 
     def _resume_changes(self) -> dict[str, list]:
         """What this config changes in the run's saved ``config.yaml``; only ``RESUME_KEYS`` may change."""
@@ -255,12 +261,17 @@ class Trainer:
     # ------------------------------------------------------------------ loop
     def train(self) -> dict:
         """Run the loop to ``max_steps`` (or an interrupt) and return the summary; out of GPU memory, stop with
-        OutOfMemoryStop and save nothing of the failed step."""
+        OutOfMemoryStop and save nothing of the failed step. The trackers are closed however it ends."""
         self._where = ("evaluation", self.state["step"])
+        failed = True
         try:
-            return self._train()
+            summary = self._train()
+            failed = False
+            return summary
         except CUDA_OOM:
             raise OutOfMemoryStop(self.out_of_memory_message()) from None
+        finally:
+            self.trackers.close(failed=failed)
 
     def out_of_memory_message(self) -> str:
         """One line: where memory ran out, what is intact, the settings to lower and how to continue."""
@@ -378,6 +389,7 @@ class Trainer:
         record.update(self._slowest_times(record))
         if self.metrics is not None:
             self.metrics.write(record)
+            self.trackers.log(record)
         return record
 
     # ------------------------------------------------------------------ pieces
