@@ -614,6 +614,20 @@ class NonFiniteConfig(_Section):
     """Stop the run after this many consecutive skipped updates."""
 
 
+SCHEDULERS = (
+    "constant",
+    "constant_with_warmup",
+    "linear",
+    "cosine",
+    "cosine_with_min_lr",
+    "cosine_warmup_with_min_lr",
+    "cosine_with_restarts",
+    "polynomial",
+    "inverse_sqrt",
+    "warmup_stable_decay",
+)
+"""``lr_scheduler_type`` values: transformers' schedules that are a multiplier of the step (train.lr_lambda)."""
+
 TRACKERS = ("tensorboard", "wandb", "trackio")
 """The experiment trackers ``report_to`` names (TRL's names); ``neggrad.trackers`` writes to them."""
 
@@ -774,10 +788,16 @@ class Config(_Section):
     """AdamW second-moment decay."""
     max_grad_norm: float = Field(1.0, gt=0)
     """Clip the global gradient norm to this."""
-    lr_scheduler_type: Literal["constant", "cosine"] = "constant"
-    """After warm-up: constant, or cosine decay to 0 at max_steps."""
+    lr_scheduler_type: Literal[SCHEDULERS] = "constant"
+    """After warm-up, transformers' schedule of this name (TRL's key and names; transformers.get_scheduler):
+    constant, cosine (to 0 at max_steps), linear (to 0), cosine_with_min_lr (lr_scheduler_kwargs min_lr_rate or
+    min_lr), constant_with_warmup (the same as constant here), polynomial, cosine_with_restarts, inverse_sqrt,
+    cosine_warmup_with_min_lr, warmup_stable_decay (num_decay_steps)."""
+    lr_scheduler_kwargs: dict[str, Any] = Field(default_factory=dict)
+    """Arguments of that schedule (transformers' scheduler_specific_kwargs), e.g. {min_lr_rate: 0.1}."""
     warmup_steps: int = Field(0, ge=0)
-    """Linear warm-up over this many optimizer steps."""
+    """Linear warm-up over this many optimizer steps, for every schedule: (step + 1) / (warmup_steps + 1), so no
+    step trains at rate 0."""
     max_steps: int = Field(100, ge=0)
     """Training steps (generation batches)."""
 
