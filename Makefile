@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	# pinned CPU torch first (installs from the local wheel); an unpinned torch would pull a CUDA build
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[dev,report,math,data,trl]'
+	$(PY) -m pip install --quiet -e '.[dev,report,math,data,trl,trackers]'
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -44,6 +44,66 @@ def test_parameter_estimate_matches_a_tiny_model(tmp_path, arch):
     assert shape.parameters() == actual
 
 
+TINY_SHAPE = dict(vocab_size=97, hidden_size=32, intermediate_size=48, num_hidden_layers=2, max_position_embeddings=64)
+FAMILIES = {
+    # its own head_dim (24, not hidden 32 / 2 heads), q/k norms, untied LM head
+    "qwen3": dict(num_attention_heads=2, num_key_value_heads=1, head_dim=24, tie_word_embeddings=False),
+    # MoE: 4 experts of intermediate 16, a shared expert and its gate, a dense layer (mlp_only_layers)
+    "qwen2_moe": dict(
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        num_experts=4,
+        num_experts_per_tok=2,
+        moe_intermediate_size=16,
+        shared_expert_intermediate_size=40,
+        mlp_only_layers=[1],
+        tie_word_embeddings=True,
+    ),
+    "mixtral": dict(num_attention_heads=4, num_key_value_heads=2, num_local_experts=3, num_experts_per_tok=2),
+    "gemma": dict(num_attention_heads=2, num_key_value_heads=1, head_dim=8),  # head_dim 8, tied embeddings
+}
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_dry_run_counts_the_real_parameters_of_any_architecture(tmp_path, family, no_weights):
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(AutoConfig.for_model(family, **TINY_SHAPE, **FAMILIES[family]))
+    model.save_pretrained(tmp_path / family)
+    actual = sum(p.numel() for p in model.parameters())
+    plan = build_plan(build_config({}, [f"model.name_or_path={tmp_path / family}", "model.dtype=float32"]))
+    assert plan.model["parameters"] == actual
+    assert plan.model["parameters_how"].startswith(f"exact, {type(model).__name__} built on the meta device")
+    assert plan.memory["weights"] == 4 * actual
+    shape = _shape_from_config_json(json.loads((tmp_path / family / "config.json").read_text()), "config.json")
+    if family != "gemma":  # the dense-Llama formula this replaced was wrong for these (gemma's happened to fit)
+        assert shape.parameters() != actual
+
+
+def test_dry_run_lora_count_matches_peft_on_a_model_with_its_own_head_dim(tmp_path, no_weights):
+    peft = pytest.importorskip("peft")
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_config(AutoConfig.for_model("qwen3", **TINY_SHAPE, **FAMILIES["qwen3"]))
+    model.save_pretrained(tmp_path / "qwen3")
+    plan = build_plan(
+        build_config({}, [f"model.name_or_path={tmp_path / 'qwen3'}", "model.lora.enabled=true", "model.lora.r=4"])
+    )
+    adapted = peft.get_peft_model(model, peft.LoraConfig(r=4, target_modules="all-linear", task_type="CAUSAL_LM"))
+    trainable = sum(p.numel() for p in adapted.parameters() if p.requires_grad)
+    assert plan.memory["trainable_parameters"] == f"{trainable} (LoRA adapters, exact; float32)"
+
+
+def test_an_architecture_transformers_cannot_build_falls_back_to_the_estimate(tmp_path, no_weights):
+    folder = _save_tiny(tmp_path / "m")
+    cfg = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**cfg, "model_type": "not-a-model", "architectures": ["X"]}))
+    plan = build_plan(build_config({}, [f"model.name_or_path={folder}"]))
+    assert plan.model["parameters_how"] == "estimate from config.json"
+    assert plan.model["parameters"] == _shape_from_config_json(cfg, "config.json").parameters()
+
+
 def test_lora_estimate_matches_peft(tmp_path):
     peft = pytest.importorskip("peft")
     from transformers import AutoModelForCausalLM
@@ -71,7 +131,7 @@ def test_local_model_and_data_plan(tmp_path, no_weights):
     )
     plan = build_plan(config)
     params = plan.model["parameters"]
-    assert plan.model["parameters_how"] == "estimate from config.json"
+    assert plan.model["parameters_how"] == "exact, LlamaForCausalLM built on the meta device from config.json"
     assert plan.data["train_prompts"] == 24 - 2 and plan.data["eval_prompts"] == "2 held out of source"
     assert plan.schedule["prompts_per_step"] == 4 and plan.schedule["completions_per_step"] == 16
     assert plan.schedule["optimizer_steps"] == 7
@@ -81,7 +141,12 @@ def test_local_model_and_data_plan(tmp_path, no_weights):
     vocab = json.loads((Path(config.model.name_or_path) / "config.json").read_text())["vocab_size"]
     assert mem["logits_fp32"] == 8 * config.max_completion_length * vocab * 4  # micro-batch x T x V x 4 bytes
     text = format_plan(plan)
-    for needle in ("estimate from config.json", "local file", "memory per GPU (estimate)", "activations, KV cache"):
+    for needle in (
+        "exact, LlamaForCausalLM built on the meta device",
+        "local file",
+        "memory per GPU (estimate)",
+        "activations, KV cache",
+    ):
         assert needle in text
 
 
@@ -169,7 +234,7 @@ def test_cli_dry_run_exits_0_and_creates_nothing(tmp_path, capsys, no_weights):
         ]
     )
     out = capsys.readouterr().out
-    assert code == 0 and "estimate from config.json" in out and not run_dir.exists()
+    assert code == 0 and "built on the meta device from config.json" in out and not run_dir.exists()
 
 
 def test_cli_dry_run_reports_a_bad_data_file(tmp_path, capsys, no_weights):

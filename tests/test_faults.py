@@ -307,10 +307,11 @@ def _optimizer_lrs(trainer) -> list[float]:
     return used
 
 
-@pytest.mark.parametrize("schedule", ["cosine", "constant"])
+@pytest.mark.parametrize("schedule", ["cosine", "constant", "linear"])
 def test_a_longer_budget_follows_the_schedule_of_the_new_max_steps(tmp_path, schedule):
     """From the resume point on, the learning rate is that of a run planned for the new max_steps from the start
-    (cosine re-planned to reach 0 at the new end; constant stays constant). Steps already trained keep theirs."""
+    (cosine and linear re-planned to reach 0 at the new end; constant stays constant). Steps already trained keep
+    theirs."""
     lr = 1e-3
     short = tiny(f"lr_scheduler_type={schedule}", "max_steps=2", "eval_steps=0")
     longer = tiny(f"lr_scheduler_type={schedule}", "max_steps=4", "eval_steps=0")

@@ -614,6 +614,24 @@ class NonFiniteConfig(_Section):
     """Stop the run after this many consecutive skipped updates."""
 
 
+SCHEDULERS = (
+    "constant",
+    "constant_with_warmup",
+    "linear",
+    "cosine",
+    "cosine_with_min_lr",
+    "cosine_warmup_with_min_lr",
+    "cosine_with_restarts",
+    "polynomial",
+    "inverse_sqrt",
+    "warmup_stable_decay",
+)
+"""``lr_scheduler_type`` values: transformers' schedules that are a multiplier of the step (train.lr_lambda)."""
+
+TRACKERS = ("tensorboard", "wandb", "trackio")
+"""The experiment trackers ``report_to`` names (TRL's names); ``neggrad.trackers`` writes to them."""
+
+
 class Config(_Section):
     """A full neggrad run. Training step = one generation batch of ``per_device_train_batch_size *
     gradient_accumulation_steps * steps_per_generation`` completions (``P = that / num_generations``
@@ -770,10 +788,16 @@ class Config(_Section):
     """AdamW second-moment decay."""
     max_grad_norm: float = Field(1.0, gt=0)
     """Clip the global gradient norm to this."""
-    lr_scheduler_type: Literal["constant", "cosine"] = "constant"
-    """After warm-up: constant, or cosine decay to 0 at max_steps."""
+    lr_scheduler_type: Literal[SCHEDULERS] = "constant"
+    """After warm-up, transformers' schedule of this name (TRL's key and names; transformers.get_scheduler):
+    constant, cosine (to 0 at max_steps), linear (to 0), cosine_with_min_lr (lr_scheduler_kwargs min_lr_rate or
+    min_lr), constant_with_warmup (the same as constant here), polynomial, cosine_with_restarts, inverse_sqrt,
+    cosine_warmup_with_min_lr, warmup_stable_decay (num_decay_steps)."""
+    lr_scheduler_kwargs: dict[str, Any] = Field(default_factory=dict)
+    """Arguments of that schedule (transformers' scheduler_specific_kwargs), e.g. {min_lr_rate: 0.1}."""
     warmup_steps: int = Field(0, ge=0)
-    """Linear warm-up over this many optimizer steps."""
+    """Linear warm-up over this many optimizer steps, for every schedule: (step + 1) / (warmup_steps + 1), so no
+    step trains at rate 0."""
     max_steps: int = Field(100, ge=0)
     """Training steps (generation batches)."""
 
@@ -788,8 +812,26 @@ class Config(_Section):
     """Keep this many newest checkpoints."""
     num_samples_logged: int = Field(4, ge=0)
     """Completions written to samples/ per step."""
+    report_to: list[Literal["tensorboard", "wandb", "trackio"]] = Field(default_factory=list)
+    """Experiment trackers that also receive each line of metrics.jsonl (same names, the training step as the step
+    axis) and the resolved config: none, tensorboard, wandb (offline unless WANDB_MODE says otherwise), trackio, or
+    a list (docs: integrations/trackers)."""
     nonfinite: NonFiniteConfig = Field(default_factory=NonFiniteConfig)
     feedback: FeedbackConfig = Field(default_factory=FeedbackConfig)
+
+    @field_validator("report_to", mode="before")
+    @classmethod
+    def _report_to_list(cls, value: Any) -> list:
+        if value is None:
+            return []
+        names = [value] if isinstance(value, str) else value
+        if not isinstance(names, list | tuple):
+            names = [names]
+        known = ("none", *TRACKERS)
+        unknown = [name for name in names if name not in known]
+        if unknown:
+            raise ValueError(f"report_to takes {', '.join(known)} or a list of them, got {unknown[0]!r}")
+        return list(dict.fromkeys(name for name in names if name != "none"))  # "none" and repeats dropped
 
     @model_validator(mode="after")
     def _feedback_composition(self) -> Config:
@@ -1019,6 +1061,7 @@ RESUME_KEYS = (
     "save_steps",
     "save_total_limit",
     "num_samples_logged",
+    "report_to",
     "lld.probe_every",
     "model.gradient_checkpointing",
     "per_device_train_batch_size",

@@ -1,9 +1,12 @@
 """``neggrad train --dry-run``: the resolved plan of a run, without loading any weights.
 
 It reads only what is cheap: the model's ``config.json`` (a local folder, or a hub model already in the Hugging
-Face cache; nothing is downloaded), a GGUF file's header, and local data files. From these it estimates the
-parameter count and the memory of weights, gradients and AdamW states per GPU. Activations, the KV cache during
-generation, vLLM's share of the GPU, the CUDA context and allocator fragmentation are not included.
+Face cache; nothing is downloaded), a GGUF file's header, and local data files. The parameter count is exact: the
+model class built from its config on the meta device (shapes only, no memory; any architecture, its own
+``head_dim``, tied embeddings, MoE experts), or a GGUF file's tensor shapes; a config transformers cannot build
+falls back to a dense-Llama estimate. From it come the memory of weights, gradients and AdamW states per GPU.
+Activations, the KV cache during generation, vLLM's share of the GPU, the CUDA context and allocator fragmentation
+are not included.
 """
 
 from __future__ import annotations
@@ -67,6 +70,56 @@ class Shape:
         names = _LINEAR_NAMES if target == "all-linear" else [n for n in _LINEAR_NAMES if n in target]
         per_block = sum(r * (a + b) for n, (a, b) in self.linears().items() if n in names)
         return self.num_hidden_layers * per_block
+
+
+@dataclass
+class Architecture:
+    """A model class built from its config on the meta device: its exact parameter count and linear layers."""
+
+    name: str
+    parameters: int
+    linears: list[tuple[str, int, int]]
+    """(module name, in features, out features) of every ``nn.Linear`` but the output layer (LM head)."""
+
+    def lora_parameters(self, r: int, target: list[str] | str) -> int:
+        """Adapter parameters as peft adds them: r * (in + out) per targeted linear ("all-linear": every linear
+        but the output layer; a list: modules whose name is, or ends with ``.`` and, one of its entries)."""
+
+        def targeted(name: str) -> bool:
+            return target == "all-linear" or any(name == t or name.endswith("." + t) for t in target)
+
+        return sum(r * (a + b) for name, a, b in self.linears if targeted(name))
+
+
+def _meta_architecture(model_config, *, trust_remote_code: bool = False) -> Architecture | None:
+    """Build the causal-LM class of a transformers config on the meta device (no memory, no weights read) and
+    count its parameters (shared ones, such as tied embeddings, once); None if transformers cannot build it."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    try:
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(model_config, trust_remote_code=trust_remote_code)
+    except Exception:  # noqa: BLE001 (an architecture this transformers lacks: the dense estimate instead)
+        return None
+    output = model.get_output_embeddings()
+    linears = [
+        (name, module.in_features, module.out_features)
+        for name, module in model.named_modules()
+        if isinstance(module, torch.nn.Linear) and module is not output
+    ]
+    return Architecture(type(model).__name__, sum(p.numel() for p in model.parameters()), linears)
+
+
+def _folder_architecture(folder: Path, *, trust_remote_code: bool) -> Architecture | None:
+    """The architecture of the ``config.json`` in ``folder`` (read locally; nothing is downloaded)."""
+    from transformers import AutoConfig
+
+    try:
+        model_config = AutoConfig.from_pretrained(str(folder), trust_remote_code=trust_remote_code)
+    except Exception:  # noqa: BLE001 (an unknown model_type, remote code not allowed: the dense estimate)
+        return None
+    return _meta_architecture(model_config, trust_remote_code=trust_remote_code)
 
 
 @dataclass
@@ -175,15 +228,19 @@ def _testbed_shape(config: Config) -> Shape:
     )
 
 
-def _model_plan(config: Config, plan: Plan) -> Shape | None:
+def _model_plan(config: Config, plan: Plan) -> tuple[Shape | None, Architecture | None]:
     from neggrad.paths import is_package_path, resolve_package_path
 
     mc = config.model
     m = plan.model
     m["name_or_path"] = mc.name_or_path
-    shape, exact = None, None
+    shape, exact, arch = None, None, None
     if mc.name_or_path == "testbed":
+        from neggrad.testbed.model import build_config as testbed_config
+        from neggrad.testbed.tokenizer import build_tokenizer
+
         shape = _testbed_shape(config)
+        arch = _meta_architecture(testbed_config(mc.testbed, build_tokenizer()))
         m["kind"] = "testbed (built locally" + (", SFT warm start cached)" if config.sft.enabled else ")")
     else:
         path = resolve_package_path(mc.name_or_path, key="model.name_or_path")
@@ -201,6 +258,7 @@ def _model_plan(config: Config, plan: Plan) -> Shape | None:
                     shape, exact = _shape_from_gguf(gguf)
             elif (folder / "config.json").is_file():
                 shape = _shape_from_config_json(json.loads((folder / "config.json").read_text()), "config.json")
+                arch = _folder_architecture(folder, trust_remote_code=mc.trust_remote_code)
             else:
                 plan.notes.append(f"{path} has no config.json: loading will fail")
         else:
@@ -212,6 +270,7 @@ def _model_plan(config: Config, plan: Plan) -> Shape | None:
             if cached is not None:
                 m["kind"] = "hub id (config.json in the Hugging Face cache)"
                 shape = _shape_from_config_json(json.loads(cached.read_text()), "cached config.json")
+                arch = _folder_architecture(cached.parent, trust_remote_code=mc.trust_remote_code)
             else:
                 m["kind"] = "hub id (not in the local cache: downloaded when training starts)"
     if mc.gguf_file:
@@ -240,6 +299,11 @@ def _model_plan(config: Config, plan: Plan) -> Shape | None:
     if exact is not None:
         m["parameters"] = exact
         m["parameters_how"] = "exact, from the GGUF tensor shapes"
+    elif arch is not None:
+        m["parameters"] = arch.parameters
+        m["parameters_how"] = (
+            f"exact, {arch.name} built on the meta device from {shape.source if shape else 'its config'}"
+        )
     elif shape is not None:
         m["parameters"] = shape.parameters()
         m["parameters_how"] = f"estimate from {shape.source}"
@@ -249,7 +313,7 @@ def _model_plan(config: Config, plan: Plan) -> Shape | None:
             f"MLP {shape.intermediate_size}, heads {shape.num_attention_heads}/{shape.num_key_value_heads} (q/kv)"
         )
     m["_dtype"] = dtype
-    return shape
+    return shape, arch
 
 
 # ---------------------------------------------------------------------------------------------- data
@@ -353,7 +417,7 @@ def _schedule_plan(config: Config, plan: Plan) -> None:
     s["gradient_accumulation_steps"] = config.gradient_accumulation_steps
 
 
-def _memory_plan(config: Config, plan: Plan, shape: Shape | None) -> None:
+def _memory_plan(config: Config, plan: Plan, shape: Shape | None, arch: Architecture | None) -> None:
     mem = plan.memory
     params = plan.model.get("parameters")
     dtype = plan.model.pop("_dtype")
@@ -370,12 +434,13 @@ def _memory_plan(config: Config, plan: Plan, shape: Shape | None) -> None:
     gib = 2**30
     lora = config.model.lora
     weights = params * b
-    if lora.enabled and shape is not None:
-        trainable = shape.lora_parameters(lora.r, lora.target_modules)
+    if lora.enabled and (arch is not None or shape is not None):
+        trainable = (arch or shape).lora_parameters(lora.r, lora.target_modules)
         # peft keeps adapters in float32 (autocast_adapter_dtype) whatever the base dtype: 4 B each
         adapter = trainable * 4
         grads, adam = trainable * 4, trainable * 8
-        mem["trainable_parameters"] = f"{trainable} (LoRA adapters, estimate; float32)"
+        how = "exact" if arch is not None else "estimate"
+        mem["trainable_parameters"] = f"{trainable} (LoRA adapters, {how}; float32)"
         mem["weights"] = weights + adapter
         reference = 0
         mem["reference"] = "none (adapters disabled)" if config.beta > 0 else "none (beta = 0)"
@@ -401,10 +466,10 @@ def _memory_plan(config: Config, plan: Plan, shape: Shape | None) -> None:
 def build_plan(config: Config) -> Plan:
     """The plan of ``config``: model, data, schedule and a memory estimate, without loading weights."""
     plan = Plan()
-    shape = _model_plan(config, plan)
+    shape, arch = _model_plan(config, plan)
     _data_plan(config, plan)
     _schedule_plan(config, plan)
-    _memory_plan(config, plan, shape)
+    _memory_plan(config, plan, shape, arch)
     return plan
 
 

@@ -53,6 +53,7 @@ from neggrad.rollout import build_rollout
 from neggrad.rollout.hf import HFRollout, Rollout
 from neggrad.sampling import TrainBatch, collect_batch
 from neggrad.tasks import build_task
+from neggrad.trackers import Trackers, require
 from neggrad.update import UpdateResult, policy_update
 
 logger = logging.getLogger(__name__)
@@ -79,15 +80,34 @@ def seed_everything(seed: int) -> None:
 
 
 def lr_lambda(config: Config, total_steps: int) -> Callable[[int], float]:
-    """Multiplier of the peak learning rate: linear warm-up, then constant or cosine decay to 0."""
+    """Multiplier of the peak learning rate at an optimizer step: linear warm-up over ``warmup_steps``, then
+    transformers' schedule named ``lr_scheduler_type`` (``transformers.get_scheduler`` with ``lr_scheduler_kwargs``,
+    planned for ``total_steps``).
+
+    The warm-up is neggrad's, ``(step + 1) / (warmup_steps + 1)``, for every schedule (transformers' starts at rate
+    0, and its ``constant`` has none): the first step already trains, and ``constant`` and ``cosine`` keep the rates
+    of neggrad's earlier hand-written schedule. A ConfigError names a schedule argument that is missing or unknown.
+    """
+    from transformers import get_scheduler
+
+    probe = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=config.learning_rate)  # min_lr is relative to it
+    try:
+        named = get_scheduler(
+            config.lr_scheduler_type,
+            probe,
+            num_warmup_steps=config.warmup_steps,
+            num_training_steps=total_steps,
+            scheduler_specific_kwargs=dict(config.lr_scheduler_kwargs),
+        )
+    except (TypeError, ValueError) as err:
+        given = f"lr_scheduler_type={config.lr_scheduler_type} with lr_scheduler_kwargs={config.lr_scheduler_kwargs}"
+        raise ConfigError(f"{given}: {err}") from None
+    after_warmup = named.lr_lambdas[0]
 
     def factor(step: int) -> float:
         if step < config.warmup_steps:
             return (step + 1) / (config.warmup_steps + 1)
-        if config.lr_scheduler_type == "constant":
-            return 1.0
-        progress = (step - config.warmup_steps) / max(1, total_steps - config.warmup_steps)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+        return after_warmup(step)
 
     return factor
 
@@ -123,6 +143,7 @@ class Trainer:
         self.config = config
         self.run_dir = Path(run_dir)
         self.callback = callback or (lambda event, data: None)
+        self.trackers = Trackers()  # report_to: opened by rank 0 at the end of setup(), closed by train()
 
     # ------------------------------------------------------------------ setup
     def setup(self, *, resume: bool = False, trust_checkpoint: bool = False) -> None:
@@ -137,6 +158,10 @@ class Trainer:
                 f"{self.run_dir} already holds a run: resume it with --resume {self.run_dir}, "
                 "or choose another --run-dir"
             )
+        total = cfg.max_steps * cfg.num_iterations * cfg.steps_per_generation  # optimizer steps
+        schedule = lr_lambda(cfg, total)  # a bad schedule argument, like a missing tracker, stops before loading
+        if dist.is_main:
+            require(cfg.report_to)  # a missing tracker package stops the run before the model loads
         dist.barrier()  # every process has looked before rank 0 writes
         if dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -183,8 +208,7 @@ class Trainer:
             weight_decay=cfg.weight_decay,
             fused=next(self.model.parameters()).device.type in ("cpu", "cuda"),  # one kernel, not a loop per tensor
         )
-        total = cfg.max_steps * cfg.num_iterations * cfg.steps_per_generation
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(cfg, total))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
         self.optimizer = dist.prepare(self.model, self.optimizer)  # DDP / FSDP / ZeRO under a launcher
         seed_everything(cfg.seed + dist.rank)  # after the (cached or fresh) warm start, so both paths sample alike
         self.state = {
@@ -207,6 +231,8 @@ class Trainer:
             (self.run_dir / "config.yaml").write_text(dump_config(cfg))
             (self.run_dir / "samples").mkdir(exist_ok=True)
             self.metrics = MetricsWriter(self.run_dir / "metrics.jsonl", keep_through_step=self.state["step"])
+            resumed_step = self.state["step"] if checkpoint is not None else None
+            self.trackers = Trackers.open(cfg, self.run_dir, resumed_step=resumed_step)
 
     def _resume_changes(self) -> dict[str, list]:
         """What this config changes in the run's saved ``config.yaml``; only ``RESUME_KEYS`` may change."""
@@ -255,12 +281,17 @@ class Trainer:
     # ------------------------------------------------------------------ loop
     def train(self) -> dict:
         """Run the loop to ``max_steps`` (or an interrupt) and return the summary; out of GPU memory, stop with
-        OutOfMemoryStop and save nothing of the failed step."""
+        OutOfMemoryStop and save nothing of the failed step. The trackers are closed however it ends."""
         self._where = ("evaluation", self.state["step"])
+        failed = True
         try:
-            return self._train()
+            summary = self._train()
+            failed = False
+            return summary
         except CUDA_OOM:
             raise OutOfMemoryStop(self.out_of_memory_message()) from None
+        finally:
+            self.trackers.close(failed=failed)
 
     def out_of_memory_message(self) -> str:
         """One line: where memory ran out, what is intact, the settings to lower and how to continue."""
@@ -378,6 +409,7 @@ class Trainer:
         record.update(self._slowest_times(record))
         if self.metrics is not None:
             self.metrics.write(record)
+            self.trackers.log(record)
         return record
 
     # ------------------------------------------------------------------ pieces
