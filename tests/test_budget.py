@@ -154,3 +154,23 @@ def test_every_arm_of_a_study_ends_within_one_step_of_the_same_samples(tmp_path)
         assert summary["spent"]["samples"] - 96 < lines[-1]["batch/generated"]
     keep, drop = summaries
     assert keep["steps"] == 6 and drop["steps"] < keep["steps"]  # drop spends its samples in fewer steps
+
+
+def test_the_all_wrong_study_has_a_keep_arm_with_drops_samples_per_step(tmp_path):
+    """results/study_all_wrong: drop took 2.31 rounds of 128 completions a step (296); keep_matched generates that
+    in one round, and differs from keep only in the batch size."""
+    from pathlib import Path
+
+    from neggrad.compare import plan_arms, read_study
+    from neggrad.config import config_changes, read_yaml
+
+    config, _, overrides, arms = read_study(Path(__file__).parent.parent / "configs/studies/all_wrong.yaml")
+    runs = {r.method: r.config for r in plan_arms(read_yaml(config), overrides, arms=arms, seeds=1, out=tmp_path)}
+    keep, matched, drop = runs["keep"], runs["keep_matched"], runs["drop"]
+    assert keep.generation_batch_size == drop.generation_batch_size == 128
+    assert matched.generation_batch_size == 296 == round(2.31 * 128) and matched.num_prompts == 37
+    assert set(config_changes(keep, matched)) == {
+        "label",
+        "per_device_train_batch_size",
+        "gradient_accumulation_steps",
+    }
