@@ -174,3 +174,24 @@ def test_the_all_wrong_study_has_a_keep_arm_with_drops_samples_per_step(tmp_path
         "per_device_train_batch_size",
         "gradient_accumulation_steps",
     }
+
+
+def test_cli_progress_counts_the_budget(tmp_path, capsys):
+    from neggrad.cli import main
+    from tests.test_train import TINY
+
+    (tmp_path / "defaults.yaml").write_text("seed: 0\n")
+    argv = ["train", "--config", str(tmp_path / "defaults.yaml"), "--run-dir", str(tmp_path / "run"), *TINY]
+    assert main([*argv, "max_steps=10", "budget.samples=40"]) == 0
+    printed = " ".join(capsys.readouterr())
+    # not a terminal: one line per step, with what was spent of the budget
+    assert "step 1, samples 16/40" in printed and "step 3, samples 48/40" in printed and "step 4," not in printed
+
+
+def test_the_dry_run_plan_shows_the_budget():
+    from neggrad.plan import build_plan, format_plan
+
+    plan = build_plan(tiny("budget.samples=12800", "max_steps=1000"))
+    assert plan.schedule["budget"] == {"samples": 12800}
+    assert "12,800 samples: ends at the first step that reaches it, at most the steps above" in format_plan(plan)
+    assert "budget" not in build_plan(tiny()).schedule
