@@ -66,6 +66,8 @@ def test_hinted_groups_train_and_are_counted(tmp_path):
     assert first["groups/all_wrong_frac"] == 1.0  # the random model never opens with an equation
     assert first["hint/groups"] == 4 and first["hint/solved"] == 4 and first["hint/solved_at_rung"] == [4, 0, 0, 0]
     assert first["hint/extra_generations"] == 4 * 3  # G - 1 = 3 per group, one rung
+    assert first["batch/generated"] == first["budget/samples"] == 16 + 12  # a budget counts the re-generations
+    assert 0 < first["batch/generated_tokens"] <= 28 * 12  # at most max_completion_length each
     assert first["batch/completions"] == 16 and torch.isfinite(torch.tensor(first["loss/total"]))
     assert first["lld/count"] == 0  # hinted answers are not the policy's own: LLD leaves them out
     after = trainer.model.state_dict()

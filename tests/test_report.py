@@ -222,3 +222,79 @@ def test_plot_legends_stay_outside_the_curves(tmp_path):
     legend, axes = ax.get_legend().get_window_extent(renderer), ax.get_window_extent(renderer)
     assert not legend.overlaps(axes)
     plt.close(fig)
+
+
+def _budget_run(method, seed, *, before, after, evals, samples=None, seconds=None, rounds=None, budget=None):
+    """A run of 16 completions a round whose spend is logged (``budget/*``) or, as older runs, reconstructed."""
+    config = {"method": method, "seed": seed, "per_device_train_batch_size": 8, "gradient_accumulation_steps": 2}
+    if budget:
+        config["budget"] = budget
+    steps = len(samples or rounds)
+    metrics = []
+    for i in range(steps):
+        line = {"step": i + 1}
+        if samples:
+            line.update({"budget/samples": samples[i], "budget/seconds": seconds[i]})
+        else:
+            line.update({"groups/gen_rounds": rounds[i], "time/step": seconds[i]})
+        if i + 1 in evals:
+            line["eval/accuracy"] = evals[i + 1]
+        metrics.append(line)
+    summary = {"status": "completed", "method": method, "steps": steps, "accuracy_before": before}
+    return Run(Path(f"{method}/seed-{seed}"), config, {**summary, "accuracy_after": after}, metrics)
+
+
+BUDGET_RUNS = [
+    # keep: 16 samples a step, 10 s a step; accuracy by samples {0: 0.2, 32: 0.3, 64: 0.5} and {0: 0.2, 48: 0.4,
+    # 64: 0.3}
+    _budget_run("keep", 0, before=0.2, after=0.5, evals={2: 0.3}, samples=[16, 32, 48, 64], seconds=[10, 20, 30, 40]),
+    _budget_run("keep", 1, before=0.2, after=0.3, evals={3: 0.4}, samples=[16, 32, 48, 64], seconds=[10, 20, 30, 40]),
+    # drop, logged before budget/*: 2 rounds of 16 a step (32, 64, 96 samples), 5 s a step;
+    # accuracy {0: 0.2, 32: 0.4, 96: 0.6}, so 0.5 at 64 samples
+    _budget_run("drop", 0, before=0.2, after=0.6, evals={1: 0.4}, rounds=[2, 2, 2], seconds=[5, 5, 5]),
+]
+
+
+def test_report_gives_accuracy_at_the_common_budget_and_what_each_arm_spent(tmp_path):
+    from neggrad.report import common_budget, compute_curve
+
+    assert compute_curve(BUDGET_RUNS[2], "samples") == {0: 0.0, 1: 32.0, 2: 64.0, 3: 96.0}
+    assert compute_curve(BUDGET_RUNS[2], "tokens") == {}  # not reconstructed for older runs
+    assert common_budget(BUDGET_RUNS, "samples") == 64  # the largest budget every run reached
+    for run in BUDGET_RUNS:
+        _write_run(tmp_path / "runs" / run.path, run)
+    data = write_report(load_runs([tmp_path / "runs"]), tmp_path / "report")
+    drop, keep = data["methods"]  # found in path order
+    assert keep["common_budget"] == drop["common_budget"] == 64 and keep["budget_kind"] == "samples"
+    assert keep["accuracy_at_budget_mean"] == pytest.approx(0.4)  # 0.5 and 0.3 at 64 samples
+    assert keep["accuracy_at_budget_std"] == pytest.approx(math.sqrt(0.02))
+    assert drop["accuracy_at_budget_mean"] == pytest.approx(0.5) and drop["accuracy_at_budget_std"] is None
+    assert (keep["samples_spent_mean"], keep["seconds_spent_mean"]) == (64, 40)
+    assert (drop["samples_spent_mean"], drop["seconds_spent_mean"]) == (96, 15)
+    markdown = (tmp_path / "report" / "report.md").read_text()
+    assert "| acc at 64 samples (mean ± std) | samples generated | wall time (s) |" in markdown
+    assert "| 0.400 ± 0.141 | 64 | 40 |" in markdown and "| 0.500 | 96 | 15 |" in markdown
+    assert "Common budget: 64 samples" in markdown
+    for name in ("accuracy_samples.png", "accuracy_time.png"):
+        assert (tmp_path / "report" / name).is_file() and f"![{name}]({name})" in markdown
+
+
+def test_the_common_budget_follows_the_runs_budget_kind():
+    from neggrad.report import budget_kind, value_at
+
+    seconds = [
+        _budget_run(
+            "a", 0, before=0.1, after=0.2, evals={}, samples=[16, 32], seconds=[30, 70], budget={"seconds": 60}
+        ),
+        _budget_run(
+            "b", 0, before=0.1, after=0.4, evals={}, samples=[48, 96], seconds=[35, 65], budget={"seconds": 60}
+        ),
+    ]
+    assert budget_kind(seconds) == "seconds"
+    rows = summarize(seconds, target=None)
+    assert [r["common_budget"] for r in rows] == [65, 65]
+    # a: {0: 0.1, 70: 0.2} -> 0.1 + 0.1 * 65/70; b: ends at 65 s with 0.4
+    assert rows[0]["accuracy_at_budget_mean"] == pytest.approx(0.1 + 0.1 * 65 / 70)
+    assert rows[1]["accuracy_at_budget_mean"] == pytest.approx(0.4)
+    assert budget_kind([*seconds, BUDGET_RUNS[0]]) == "samples"  # mixed kinds: completions generated
+    assert value_at({0: 0.0, 10: 1.0}, 11) is None and value_at({5: 0.3}, 5) == 0.3

@@ -95,21 +95,27 @@ def run_training(config: Config, run_dir: Path, *, resume: bool, trust_checkpoin
             elif event == "eval" and data.get("step") == 0:
                 console.log(f"greedy accuracy before RL: {data['eval/accuracy']:.3f}")
             elif event == "step":
-                if "rl" not in tasks:
-                    tasks["rl"] = progress.add_task(
-                        f"{config.method}", total=config.max_steps, completed=data["step"] - 1, info=""
-                    )
+                kind = config.budget.kind  # with a budget, the bar measures what was spent of it
+                total, done = (
+                    (config.budget.limit, data[f"budget/{kind}"]) if kind else (config.max_steps, data["step"])
+                )
+                if "rl" not in tasks:  # from where this (perhaps resumed) run starts, so the ETA counts this run only
+                    start = done if kind else done - 1
+                    tasks["rl"] = progress.add_task(f"{config.method}", total=total, completed=start, info="")
                 info = (
                     f"acc {data.get('accuracy', 0):.2f}  reward {data.get('reward/mean', 0):+.2f}  "
                     f"all-wrong {data.get('groups/all_wrong_frac', 0):.2f}  {data['time/step']:.2f}s/step"
                 )
                 if "eval/accuracy" in data:
                     info += f"  eval {data['eval/accuracy']:.3f}"
-                progress.update(tasks["rl"], completed=data["step"], info=info)
+                progress.update(tasks["rl"], completed=min(done, total), info=info)
                 if not console.is_terminal:  # a log file or a pipe shows no live bar: one line per step instead
                     left = progress.tasks[tasks["rl"]].time_remaining
                     eta = f"  eta {left / 60:.1f} min" if left is not None else ""
-                    console.log(f"{config.method} step {data['step']}/{config.max_steps}  {info}{eta}")
+                    where = f"step {data['step']}/{config.max_steps}"
+                    if kind:
+                        where = f"step {data['step']}, {kind} {done:,.0f}/{total:,.0f}"
+                    console.log(f"{config.method} {where}  {info}{eta}")
 
         return train(config, run_dir, resume=resume, callback=callback, trust_checkpoint=trust_checkpoint)
 

@@ -607,6 +607,43 @@ class RandomRewardConfig(_Section):
         return self
 
 
+class BudgetConfig(_Section):
+    """Stop on compute spent instead of steps, so arms that sample more per step (dynamic sampling, hints) are
+    compared at equal compute. Checked after each step: the run ends at the first step where the budget is
+    reached (max_steps still caps it). At most one of samples, tokens, seconds."""
+
+    samples: int | None = Field(None, ge=1)
+    """Completions generated, every generation round (refills) and hint re-generation included."""
+    tokens: int | None = Field(None, ge=1)
+    """Completion tokens generated (EOS included; hint prefixes written into a completion are not generated)."""
+    seconds: float | None = Field(None, gt=0, allow_inf_nan=False)
+    """Wall-clock seconds of the run (training, evaluations and probes; a resumed run counts its time up to the
+    checkpoint, not the time it was stopped)."""
+    eval_every: float | None = Field(0.1, gt=0, le=1)
+    """With a budget: evaluate each time another this fraction of it has been spent (0.1: ten evaluations plus the
+    final one), so every arm's curve has points at the same compute. null, or no budget: every eval_steps steps."""
+
+    @model_validator(mode="after")
+    def _one(self) -> BudgetConfig:
+        set_kinds = [k for k in ("samples", "tokens", "seconds") if getattr(self, k) is not None]
+        if len(set_kinds) > 1:
+            raise ValueError(
+                f"budget sets {' and '.join(set_kinds)}: give at most one of budget.samples, budget.tokens, "
+                "budget.seconds"
+            )
+        return self
+
+    @property
+    def kind(self) -> str | None:
+        """The budget set: "samples", "tokens" or "seconds"; None for none (max_steps alone ends the run)."""
+        return next((k for k in ("samples", "tokens", "seconds") if getattr(self, k) is not None), None)
+
+    @property
+    def limit(self) -> float | None:
+        """The amount of ``kind`` the run may spend (None without a budget)."""
+        return None if self.kind is None else getattr(self, self.kind)
+
+
 class NonFiniteConfig(_Section):
     """What to do when the loss or gradient is NaN or infinite."""
 
@@ -799,11 +836,13 @@ class Config(_Section):
     """Linear warm-up over this many optimizer steps, for every schedule: (step + 1) / (warmup_steps + 1), so no
     step trains at rate 0."""
     max_steps: int = Field(100, ge=0)
-    """Training steps (generation batches)."""
+    """Training steps (generation batches); with a budget, the most the run may take."""
+    budget: BudgetConfig = Field(default_factory=BudgetConfig)
 
     # ---- evaluation, logging, checkpoints
     eval_steps: int = Field(25, ge=0)
-    """Greedy evaluation every this many steps (0: only before and after training)."""
+    """Greedy evaluation every this many steps (0: only before and after training); with a budget, budget.eval_every
+    sets the cadence instead."""
     eval_avg_k: int = Field(0, ge=0)
     """Also report sampled avg@k with this k (0: off)."""
     save_steps: int = Field(50, ge=0)
@@ -1062,14 +1101,18 @@ RESUME_KEYS = (
     "save_total_limit",
     "num_samples_logged",
     "report_to",
+    "budget.samples",
+    "budget.tokens",
+    "budget.seconds",
+    "budget.eval_every",
     "lld.probe_every",
     "model.gradient_checkpointing",
     "per_device_train_batch_size",
     "gradient_accumulation_steps",
 )
-"""Keys ``neggrad train --resume RUN key=value`` may change: the budget, the evaluation, checkpoint and logging
-cadence, and memory-only settings (the micro-batch split only with the same completions per optimizer step).
-None changes what was already trained; every other key is refused."""
+"""Keys ``neggrad train --resume RUN key=value`` may change: the budget (max_steps, budget.*), the evaluation,
+checkpoint and logging cadence, and memory-only settings (the micro-batch split only with the same completions per
+optimizer step). None changes what was already trained; every other key is refused."""
 
 
 def config_changes(old: Config, new: Config) -> dict[str, list]:

@@ -31,6 +31,7 @@ class HintStats:
     unsolved: int = 0
     unhintable: int = 0
     extra_generations: int = 0
+    tokens: int = 0  # sampled tokens of the re-generations (the hint prefixes are written, not generated)
     solved_at: list[int] = field(default_factory=lambda: [0, 0, 0, 0])  # by ladder rung 1, 2, 3, 4+
     seconds: float = 0.0
 
@@ -93,6 +94,10 @@ def hint_all_wrong(
                 example.prompt, hint_prefix(solution, steps, k), num_generations=G - 1
             )
             stats.extra_generations += G - 1
+            sampled = guided.completion_mask.bool()
+            if guided.offpolicy is not None:
+                sampled &= ~guided.offpolicy.to(sampled.device)
+            stats.tokens += int(sampled.sum())
             ok = task.score(guided.texts, [example.answer] * (G - 1))
             if any(ok):
                 parts.append(concat([rollout.select(rows[:1]), guided], engine.tokenizer.pad_token_id))

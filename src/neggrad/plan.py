@@ -405,6 +405,8 @@ def _schedule_plan(config: Config, plan: Plan) -> None:
     s = plan.schedule
     s["method"] = config.method
     s["steps"] = config.max_steps
+    if config.budget.kind:
+        s["budget"] = {config.budget.kind: config.budget.limit}
     s["processes"] = world
     s["prompts_per_step"] = config.num_prompts * world
     s["completions_per_step"] = config.generation_batch_size * world
@@ -511,6 +513,8 @@ def format_plan(plan: Plan, *, title: str = "neggrad train --dry-run") -> str:
     lines += ["", "schedule"]
     row("method", s["method"])
     row("steps", s["steps"])
+    for kind, limit in s.get("budget", {}).items():
+        row("budget", f"{limit:,} {kind}: ends at the first step that reaches it, at most the steps above")
     if s["processes"] > 1:
         row("processes", f"{s['processes']} (WORLD_SIZE; figures below are global)")
     row("prompts per step", f"{s['prompts_per_step']} x {s['group_size']} completions (group size)")

@@ -4,7 +4,7 @@
 
     report.md, report.html   the table, the plots and how to read them (HTML: self-contained, images relative)
     summary.json             the table as data
-    accuracy.png, zero_variance.png, entropy.png, clip.png
+    accuracy.png, accuracy_samples.png, accuracy_time.png, zero_variance.png, entropy.png, clip.png
 
 Runs are grouped by the ``method`` of their ``config.yaml``. A metric a run did not log is left out of
 its row and its curves, never an error.
@@ -136,6 +136,78 @@ def eval_curve(run: Run) -> dict[int, float]:
     return dict(sorted(points.items()))
 
 
+COMPUTE_KINDS = ("samples", "tokens", "seconds")
+"""What a run can spend (``budget.*``, the ``budget/*`` metrics)."""
+
+
+def _generation_batch(config: dict) -> int | None:
+    """Completions one generation round of the run samples (``Config.generation_batch_size``) from its config."""
+    keys = ("per_device_train_batch_size", "gradient_accumulation_steps", "steps_per_generation")
+    values = [config.get(k, 1 if k == "steps_per_generation" else None) for k in keys]
+    return math.prod(values) if all(isinstance(v, int) for v in values) else None
+
+
+def compute_curve(run: Run, kind: str) -> dict[int, float]:
+    """What the run had spent of ``kind`` (samples, tokens or seconds) by the end of each step, 0 at step 0.
+
+    From the ``budget/*`` metrics. Runs that predate them: samples = ``groups/gen_rounds`` x the generation batch
+    of their config.yaml + ``hint/extra_generations``, summed; seconds = ``time/step`` summed (without the
+    evaluation before step 1); tokens are not reconstructed (an empty curve).
+    """
+    curve = {0: 0.0}
+    total = 0.0
+    batch = _generation_batch(run.config)
+    for record in run.metrics:
+        if "step" not in record:
+            continue
+        logged = _num(record.get(f"budget/{kind}"))
+        if logged is not None:
+            curve[int(record["step"])] = total = logged
+            continue
+        if kind == "samples" and batch is not None and (rounds := _num(record.get("groups/gen_rounds"))) is not None:
+            total += rounds * batch + (_num(record.get("hint/extra_generations")) or 0.0)
+        elif kind == "seconds" and (seconds := _num(record.get("time/step"))) is not None:
+            total += seconds
+        else:
+            return {}
+        curve[int(record["step"])] = total
+    return curve if len(curve) > 1 else {}
+
+
+def eval_by_compute(run: Run, kind: str) -> dict[float, float]:
+    """:func:`eval_curve` against what the run had spent of ``kind`` at each evaluation (steps without a known
+    spend are left out)."""
+    spent = compute_curve(run, kind)
+    return {spent[step]: acc for step, acc in eval_curve(run).items() if step in spent}
+
+
+def value_at(curve: dict[float, float], x: float) -> float | None:
+    """The curve at ``x``, linearly interpolated between its two nearest points (None outside its range)."""
+    points = sorted(curve.items())
+    if not points or not points[0][0] <= x <= points[-1][0]:
+        return None
+    for (x0, y0), (x1, y1) in zip(points, points[1:], strict=False):
+        if x0 <= x <= x1:
+            return y0 if x1 == x0 else y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+    return points[-1][1]  # a single point, at x
+
+
+def budget_kind(runs: list[Run]) -> str:
+    """The kind of budget the runs share (``budget.samples`` / ``tokens`` / ``seconds`` in their configs);
+    samples when they set none or different kinds."""
+    kinds = {
+        next((k for k in COMPUTE_KINDS if ((r.config.get("budget") or {}).get(k)) is not None), None) for r in runs
+    }
+    return kinds.pop() if len(kinds) == 1 and None not in kinds else "samples"
+
+
+def common_budget(runs: list[Run], kind: str) -> float | None:
+    """The largest amount of ``kind`` every run reached: the least any run spent (None if a run's spend is
+    unknown)."""
+    spent = [max(curve.values()) if (curve := compute_curve(r, kind)) else None for r in runs]
+    return None if not spent or None in spent else min(spent)
+
+
 def metric_curve(run: Run, names: tuple[str, ...]) -> dict[int, float]:
     """The sum of the named metrics by step; steps that log none of them are left out."""
     curve = {}
@@ -201,13 +273,17 @@ def summarize(runs: list[Run], *, target: float | None) -> list[dict]:
     Final accuracy: ``accuracy_after`` of each run, mean and sample std (n - 1; None for one run). Best
     accuracy: each run's best greedy evaluation, before and after included, then the mean. Steps to
     target: each run's first evaluated step at or above ``target`` (default ``default_target``), mean over
-    the runs that reach it. All-wrong learned from: each run's mean ``groups/all_wrong_frac`` if
+    the runs that reach it. At the common budget: each run's held-out accuracy at the most of ``budget_kind`` every
+    run (of every method) spent, interpolated between the evaluations around it (:func:`value_at`), with the
+    samples and seconds each run spent in all. All-wrong learned from: each run's mean ``groups/all_wrong_frac`` if
     ``learns_from_all_wrong`` its config, else 0. Compute on all-wrong groups: ``all_wrong_compute`` (None
     for runs that predate ``time/{kind}``). Step time: mean ``time/step``. pass@k: the runs' saved
     ``neggrad eval --pass-k`` results.
     """
     if target is None:
         target = default_target(runs)
+    kind = budget_kind(runs)
+    common = common_budget(runs, kind)
     rows = []
     for method, members in group_by_method(runs).items():
         summaries = [r.summary or {} for r in members]
@@ -218,6 +294,8 @@ def summarize(runs: list[Run], *, target: float | None) -> list[dict]:
             _mean(metric_curve(r, ("groups/all_wrong_frac",)).values()) if learns_from_all_wrong(r.config) else 0.0
             for r in members
         ]
+        at_budget = [] if common is None else [value_at(eval_by_compute(r, kind), common) for r in members]
+        at_budget = [v for v in at_budget if v is not None]
         per_k: dict[int, list[float]] = {}
         for r in members:
             for k, v in r.pass_at_k().items():
@@ -237,6 +315,12 @@ def summarize(runs: list[Run], *, target: float | None) -> list[dict]:
                 "learns_from_all_wrong": any(learns_from_all_wrong(r.config) for r in members),
                 "all_wrong_learned_frac": _mean(all_wrong),
                 "step_time_s": _mean(_mean(metric_curve(r, ("time/step",)).values()) for r in members),
+                "budget_kind": kind,
+                "common_budget": common,
+                "accuracy_at_budget_mean": _mean(at_budget),
+                "accuracy_at_budget_std": statistics.stdev(at_budget) if len(at_budget) > 1 else None,
+                "samples_spent_mean": _mean(max(compute_curve(r, "samples").values(), default=None) for r in members),
+                "seconds_spent_mean": _mean(max(compute_curve(r, "seconds").values(), default=None) for r in members),
                 "all_wrong_compute_frac": _mean(all_wrong_compute(r) for r in members),
                 "displaced_frac": _mean(_mean(metric_curve(r, ("lld/displaced_frac",)).values()) for r in members),
                 "delta_seq_mean": _mean(_mean(metric_curve(r, ("lld/delta_seq_mean",)).values()) for r in members),
@@ -256,6 +340,8 @@ def table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
         return "-" if value is None else format(value, spec)
 
     target = rows[0]["target"] if rows else None
+    common, kind = (rows[0]["common_budget"], rows[0]["budget_kind"]) if rows else (None, "samples")
+    at = "common budget" if common is None else f"{common:,.0f} {kind}"
     header = [
         "method",
         "seeds",
@@ -268,6 +354,9 @@ def table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
         "displaced correct (LLD)",
         "Δ log-lik correct",
         "s / step",
+        f"acc at {at} (mean ± std)",
+        "samples generated",
+        "wall time (s)",
     ]
     ks = sorted({k for row in rows for k in row.get("pass_at_k", {})})  # final checkpoints, `neggrad eval --pass-k`
     header += [f"pass@{k} (final)" for k in ks]
@@ -281,6 +370,9 @@ def table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
         final = fmt(row["final_accuracy_mean"])
         if row["final_accuracy_std"] is not None:
             final += f" ± {row['final_accuracy_std']:.3f}"
+        at_budget = fmt(row.get("accuracy_at_budget_mean"))
+        if row.get("accuracy_at_budget_std") is not None:
+            at_budget += f" ± {row['accuracy_at_budget_std']:.3f}"
         cells.append(
             [
                 row["method"],
@@ -294,6 +386,9 @@ def table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
                 fmt(row.get("displaced_frac"), ".3f"),
                 fmt(row.get("delta_seq_mean"), "+.3f"),
                 fmt(row["step_time_s"], ".2f"),
+                at_budget,
+                fmt(row.get("samples_spent_mean"), ",.0f"),
+                fmt(row.get("seconds_spent_mean"), ".0f"),
                 *pass_cells,
             ]
         )
@@ -310,12 +405,16 @@ def compact_table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
 # ---------------------------------------------------------------- plots
 @dataclass(frozen=True)
 class Figure:
-    """One plot: per method, each line is (curve of a run, style, moving-mean window, min-max band, legend)."""
+    """One plot: per method, each line is (curve of a run, style, moving-mean window, min-max band, legend).
+
+    ``xlabel`` other than "step": the curves' x is compute, which differs between seeds, so the mean and band are
+    taken over the seeds' curves interpolated at every x of any of them (each where its range covers x)."""
 
     title: str
     ylabel: str
     caption: str
     lines: tuple
+    xlabel: str = "step"
 
 
 FIGURES = {
@@ -328,6 +427,24 @@ FIGURES = {
             (eval_curve, "o-", 1, True, None),
             (lambda r: metric_curve(r, ("accuracy",)), "--", 5, False, "sampled, 5-step mean"),
         ),
+    ),
+    "accuracy_samples.png": Figure(
+        "greedy held-out accuracy against completions generated",
+        "accuracy",
+        "Greedy held-out accuracy against the completions generated so far (budget/samples: every generation "
+        "round and hint re-generation), mean over seeds (line), min to max (band); dotted: the common budget of "
+        "the table. A method that samples more per step moves right faster.",
+        ((lambda r: eval_by_compute(r, "samples"), "o-", 1, True, None),),
+        "completions generated",
+    ),
+    "accuracy_time.png": Figure(
+        "greedy held-out accuracy against wall time",
+        "accuracy",
+        "Greedy held-out accuracy against the run's wall-clock seconds (budget/seconds; older runs: the sum of "
+        "time/step), mean over seeds, min to max (band). Machine-dependent: compare runs made on the same "
+        "hardware and load.",
+        ((lambda r: eval_by_compute(r, "seconds"), "o-", 1, True, None),),
+        "wall time (s)",
     ),
     "zero_variance.png": Figure(
         "groups without variance",
@@ -388,10 +505,16 @@ def require_matplotlib() -> ModuleType:
     return plt
 
 
-def _aggregate(curves: list[dict[int, float]]) -> tuple[list[int], list[float], list[float], list[float]]:
-    """Steps, and the mean, min and max over the curves that have each step."""
+def _aggregate(
+    curves: list[dict[float, float]], *, interpolate: bool = False
+) -> tuple[list[float], list[float], list[float], list[float]]:
+    """Steps (x), and the mean, min and max over the curves that have each x; ``interpolate``: over the curves
+    whose range covers x, each interpolated there (:func:`value_at`)."""
     steps = sorted(set().union(*curves))
-    at = [[c[s] for c in curves if s in c] for s in steps]
+    if interpolate:
+        at = [[v for v in (value_at(c, x) for c in curves) if v is not None] for x in steps]
+    else:
+        at = [[c[s] for c in curves if s in c] for s in steps]
     return steps, [statistics.fmean(v) for v in at], [min(v) for v in at], [max(v) for v in at]
 
 
@@ -405,8 +528,11 @@ def place_legend(ax) -> None:
     ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, fontsize="small", frameon=False)
 
 
-def write_plots(runs: list[Run], out_dir: Path, *, target: float | None) -> list[str]:
-    """Write the FIGURES that have data; return their file names."""
+def write_plots(
+    runs: list[Run], out_dir: Path, *, target: float | None, common_samples: float | None = None
+) -> list[str]:
+    """Write the FIGURES that have data; return their file names (``common_samples``: the table's common budget,
+    when in samples, marked on accuracy_samples.png)."""
     plt = require_matplotlib()
     written = []
     for name, figure in FIGURES.items():
@@ -417,7 +543,7 @@ def write_plots(runs: list[Run], out_dir: Path, *, target: float | None) -> list
                 curves = [c for c in map(curve_of, members) if c]
                 if not curves:
                     continue
-                steps, mean, low, high = _aggregate(curves)
+                steps, mean, low, high = _aggregate(curves, interpolate=figure.xlabel != "step")
                 label = method if legend is None else None
                 ax.plot(steps, _moving_mean(mean, window), style, color=f"C{i}", label=label, markersize=3)
                 if band and len(curves) > 1:
@@ -428,7 +554,9 @@ def write_plots(runs: list[Run], out_dir: Path, *, target: float | None) -> list
                 ax.plot([], [], style, color="grey", label=legend)
             if name == "accuracy.png" and target is not None:
                 ax.axhline(target, color="grey", linestyle=":", linewidth=1)
-            ax.set(title=figure.title, xlabel="step", ylabel=figure.ylabel)
+            if name == "accuracy_samples.png" and common_samples is not None:
+                ax.axvline(common_samples, color="grey", linestyle=":", linewidth=1)
+            ax.set(title=figure.title, xlabel=figure.xlabel, ylabel=figure.ylabel)
             ax.grid(alpha=0.3)
             place_legend(ax)
             fig.savefig(out_dir / name, dpi=110, bbox_inches="tight")
@@ -454,6 +582,15 @@ HOW_TO_READ = [
     "or a zero_variance.all_wrong strategy other than keep / drop). GRPO-style "
     "centring gives an all-wrong group zero advantage and DAPO drops it, so they score 0: this column is the "
     "share of the batch that only the negative-sample methods use. s / step: mean wall time of a training step.",
+    "At the common budget: accuracy where every run has spent the same compute, so a method that samples more per "
+    "step (dynamic sampling's refill rounds, hints) gets no credit for the extra samples. The budget is the least "
+    "that any run of the report spent of the kind its runs' budget.* sets (completions generated when none or "
+    "different kinds are set), i.e. the largest budget every arm reached; each run's greedy accuracy there is "
+    "interpolated linearly between its two evaluations around it (with budget.eval_every, every run evaluates at "
+    "the same fractions of the budget, and a budget run ends within one step of it, so this is at most one step's "
+    "interpolation), then averaged over seeds (± sample std). Samples generated and wall time: what each run "
+    "spent in all, mean over seeds (runs from before the budget/* metrics: samples from groups/gen_rounds and "
+    "hint/extra_generations, time as the sum of time/step).",
     "Displaced correct (LLD): over all steps, the mean fraction of the correct completions a step trained on "
     "whose log-likelihood its update lowered (Lazy Likelihood Displacement, arXiv:2505.18830); Δ log-lik "
     "correct: their mean change in nats per sequence. A method that learns well from wrong answers without "
@@ -505,13 +642,16 @@ def write_report(runs: list[Run], out_dir: str | Path, *, target: float | None =
     rows = summarize(runs, target=target)
     target = rows[0]["target"]
     out_dir.mkdir(parents=True, exist_ok=True)
-    figures = write_plots(runs, out_dir, target=target)
+    common = rows[0]["common_budget"] if rows[0]["budget_kind"] == "samples" else None
+    figures = write_plots(runs, out_dir, target=target, common_samples=common)
     groups = group_by_method(runs)
     source = "set by --target" if chosen is not None else f"best mean start accuracy + {TARGET_MARGIN}"
     intro = (
         f"{len(runs)} runs of {len(groups)} methods ({', '.join(groups)}). "
         f"Target accuracy {'-' if target is None else f'{target:.3f}'} ({source})."
     )
+    if rows[0]["common_budget"] is not None:
+        intro += f" Common budget: {rows[0]['common_budget']:,.0f} {rows[0]['budget_kind']} (the least any run spent)."
     header, cells = table(rows)
     (out_dir / "report.md").write_text(_markdown(header, cells, intro, figures))
     (out_dir / "report.html").write_text(_html(header, cells, intro, figures))

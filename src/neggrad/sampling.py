@@ -177,6 +177,7 @@ def collect_batch(
     kind_seconds = dict.fromkeys(counts, 0.0)  # generation, hint and judge time spent on each kind of group
     abstained = 0
     sampled_correct, dropped, rounds = [], 0, 0
+    generated = generated_tokens = 0  # this process's completions and completion tokens, every round
     control: list[tuple[float, float]] = []  # random_reward: (rate, agreement with the verifier) per round
     hints = HintStats()
     t_gen = t_score = 0.0
@@ -192,6 +193,8 @@ def collect_batch(
         index = {"prompt_index": range(first, first + P)} if dist.seeded_sampling else {}
         rollout = rollout_engine.generate([e.prompt for e in examples], num_generations=G, **index)
         t1 = time.perf_counter()
+        generated += len(rollout.texts)
+        generated_tokens += int(rollout.lengths.sum())
         answers = [e.answer for e in examples for _ in range(G)]
         outcomes = getattr(task, "score_or_abstain", task.score)(rollout.texts, answers)  # None: abstained
         correct = torch.tensor([bool(o) for o in outcomes], dtype=torch.bool).view(P, G)  # (P, G)
@@ -252,8 +255,17 @@ def collect_batch(
         t_gen += t1 - t0
     all_correct = torch.cat(sampled_correct)  # (groups sampled here, G); the first round always samples
     names = list(counts)
-    n_correct, n_sampled, *group_counts, dropped, short = dist.sum(
-        [float(all_correct.sum()), all_correct.numel(), *[counts[k] for k in names], dropped, int(kept < P)]
+    generated, generated_tokens = generated + hints.extra_generations, generated_tokens + hints.tokens
+    n_correct, n_sampled, *group_counts, dropped, short, generated, generated_tokens = dist.sum(
+        [
+            float(all_correct.sum()),
+            all_correct.numel(),
+            *[counts[k] for k in names],
+            dropped,
+            int(kept < P),
+            generated,
+            generated_tokens,
+        ]
     )
     counts = dict(zip(names, group_counts, strict=True))
     n_groups = n_sampled / G
@@ -265,6 +277,8 @@ def collect_batch(
         **{f"time/gen_{k}": v for k, v in zip(kind_seconds, dist.max(list(kind_seconds.values())), strict=True)},
         "groups/dropped": int(dropped),
         "groups/gen_rounds": rounds,
+        "batch/generated": int(generated),
+        "batch/generated_tokens": int(generated_tokens),
         "groups/batch_short": int(short > 0),
         "time/generate": t_gen,
     }

@@ -72,6 +72,12 @@ class OutOfMemoryStop(RuntimeError):
 CUDA_OOM = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
 """What torch raises when an allocation on the GPU fails (``torch.cuda.OutOfMemoryError`` is the same class)."""
 
+clock = time.perf_counter
+"""The run's wall clock (``elapsed_s``, ``budget/seconds``); tests replace it to spend a seconds budget at once."""
+
+SPENT = {"samples": "spent_samples", "tokens": "spent_tokens", "seconds": "spent_seconds"}
+"""Budget kind -> the trainer-state counter of what the run has spent of it (saved in checkpoints)."""
+
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
@@ -218,13 +224,14 @@ class Trainer:
             "elapsed_s": 0.0,
             "accuracy_before": None,
             "best_accuracy": None,
+            **dict.fromkeys(SPENT.values(), 0),
         }
         if checkpoint is not None:
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
             self._replan_lr()
             self._set_rng(state)
-            self.state = state["trainer"]
+            self.state = {**dict.fromkeys(SPENT.values(), 0), **state["trainer"]}  # older checkpoints lack spent_*
             logger.info("resumed from %s (step %d)", checkpoint, self.state["step"])
         self.metrics = None
         if dist.is_main:
@@ -320,7 +327,7 @@ class Trainer:
 
     def _train(self) -> dict:
         cfg, state = self.config, self.state
-        start = time.perf_counter() - state["elapsed_s"]
+        self._start = start = clock() - state["elapsed_s"]
         if state["accuracy_before"] is None:
             state["accuracy_before"] = self._evaluate()["eval/accuracy"]
             self.callback("eval", {"step": 0, "eval/accuracy": state["accuracy_before"]})
@@ -333,9 +340,9 @@ class Trainer:
                     self.probe.save(self.run_dir)
         status = "completed"
         with _StopFlag() as stop:
-            while state["step"] < cfg.max_steps:
+            while state["step"] < cfg.max_steps and not self.budget_reached():
                 record = self._step()
-                state["elapsed_s"] = time.perf_counter() - start
+                state["elapsed_s"] = clock() - start
                 self.callback("step", record)
                 if record["update/skipped"]:
                     state["nonfinite_streak"] += 1
@@ -356,7 +363,7 @@ class Trainer:
                     break
         if status == "completed":
             final = self._evaluate()
-            state["elapsed_s"] = time.perf_counter() - start
+            state["elapsed_s"] = clock() - start
             self.save()
             summary = self._summary(status, final["eval/accuracy"])
         else:
@@ -391,9 +398,11 @@ class Trainer:
             record.update(_update_time_by_kind(local, update.metrics, cfg.num_generations))
             if dist.is_main and batch is not None:
                 self._write_samples(batch, update)
-        if cfg.eval_steps and state["step"] % cfg.eval_steps == 0 and state["step"] < cfg.max_steps:
+        before = self._spend(record)
+        last = state["step"] >= cfg.max_steps or self.budget_reached()  # the final evaluation follows the loop
+        if self._eval_due(before) and not last:
             record.update(self._evaluate())
-        if self.probe is not None and (state["step"] % cfg.lld.probe_every == 0 or state["step"] == cfg.max_steps):
+        if self.probe is not None and (state["step"] % cfg.lld.probe_every == 0 or last):
             t1 = time.perf_counter()
             self._where = ("the LLD probe", state["step"])
             record.update(self.probe.metrics(self.model, cfg))
@@ -411,6 +420,33 @@ class Trainer:
             self.metrics.write(record)
             self.trackers.log(record)
         return record
+
+    # ------------------------------------------------------------------ budget
+    def _spend(self, record: dict) -> dict:
+        """Add the step's generated completions and tokens, and the run's wall time so far, to the trainer state and
+        to ``record`` (``budget/*``); return what had been spent before the step."""
+        state = self.state
+        before = {kind: state[key] for kind, key in SPENT.items()}
+        state["spent_samples"] += int(record.get("batch/generated", 0))
+        state["spent_tokens"] += int(record.get("batch/generated_tokens", 0))
+        state["spent_seconds"] = self.dist.max([clock() - self._start])[0]  # one clock for every process's decision
+        record.update({f"budget/{kind}": state[key] for kind, key in SPENT.items()})
+        return before
+
+    def budget_reached(self) -> bool:
+        """Whether the run has spent its budget (``budget.samples`` / ``tokens`` / ``seconds``; False without one)."""
+        budget = self.config.budget
+        return budget.kind is not None and self.state[SPENT[budget.kind]] >= budget.limit
+
+    def _eval_due(self, before: dict) -> bool:
+        """Whether this step evaluates: another ``budget.eval_every`` of the budget spent during it, or (no budget,
+        or eval_every null) a multiple of ``eval_steps``."""
+        cfg, state = self.config, self.state
+        budget = cfg.budget
+        if budget.kind is None or budget.eval_every is None:
+            return bool(cfg.eval_steps) and state["step"] % cfg.eval_steps == 0
+        every = budget.eval_every * budget.limit
+        return math.floor(state[SPENT[budget.kind]] / every) > math.floor(before[budget.kind] / every)
 
     # ------------------------------------------------------------------ pieces
     def _evaluate(self) -> dict:
@@ -535,7 +571,12 @@ class Trainer:
         )
 
     def _summary(self, status: str, accuracy_after: float | None) -> dict:
-        s = self.state
+        """``summary.json``: the result, and the budget with what was spent of each kind (``budget/*`` at the last
+        step; ``stopped_by`` says whether the budget or max_steps ended a completed run)."""
+        s, budget = self.state, self.config.budget
+        stopped_by = None
+        if status == "completed":
+            stopped_by = "budget" if self.budget_reached() else "max_steps"
         return {
             "status": status,
             "method": self.config.method,
@@ -544,6 +585,9 @@ class Trainer:
             "accuracy_after": accuracy_after,
             "best_accuracy": s["best_accuracy"],
             "wall_time_s": round(s["elapsed_s"], 3),
+            "budget": {budget.kind: budget.limit} if budget.kind else None,
+            "stopped_by": stopped_by,
+            "spent": {kind: s[key] for kind, key in SPENT.items()},
             **{f"policy/{k}": v for k, v in self.policy_info.items()},
         }
 
