@@ -419,7 +419,9 @@ def cmd_lld_probe(args) -> int:
             groups_per_update=args.groups_per_update,
         )
     per = "one update per group" if args.groups_per_update == 1 else f"{args.groups_per_update} groups per update"
-    rows = write_probe_report(results, out_dir, title=f"{args.config} ({per})")
+    rows = write_probe_report(
+        results, out_dir, title=f"{args.config} ({per})", groups_per_update=args.groups_per_update
+    )
     table = Table(title=f"LLD probe ({len(groups)} groups): Δ(x) of correct answers after one update")
     for col in ("variant", "mean Δ(x)", "displaced", "displaced p<=1/2", "displaced p>1/2"):
         table.add_column(col, justify="left" if col == "variant" else "right")

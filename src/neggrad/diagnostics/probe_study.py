@@ -126,7 +126,9 @@ def summarize_probe(results: dict[str, list[dict]]) -> list[dict]:
     return rows
 
 
-def write_probe_report(results: dict[str, list[dict]], out: Path, *, title: str) -> list[dict]:
+def write_probe_report(
+    results: dict[str, list[dict]], out: Path, *, title: str, groups_per_update: int = 1
+) -> list[dict]:
     """results.json, lld_probe.png (Delta(x) sorted per variant) and report.md; returns the summary rows."""
     from neggrad.report import require_matplotlib  # noqa: PLC0415 (matplotlib only when plotting)
 
@@ -155,9 +157,15 @@ def write_probe_report(results: dict[str, list[dict]], out: Path, *, title: str)
     lines = [
         f"# LLD probe: {title}",
         "",
-        "One update of theta_0 on each mixed group alone (fresh AdamW, the run's learning rate); Δ(x) is the mean "
-        "change of that group's correct answers' sequence log-likelihood (arXiv:2505.18830, Fig. 1 and 4). "
-        "Displaced: Δ(x) < 0. nthr: beta 1, eta 0; random: as many random tokens per wrong answer as nthr chose.",
+        (
+            "One update of theta_0 on each mixed group alone"
+            if groups_per_update == 1
+            else f"One update of theta_0 on each set of {groups_per_update} mixed groups together (one optimizer "
+            "step; a group's Δ(x) includes what the other groups' answers did to it)"
+        )
+        + " (fresh AdamW, the run's learning rate); Δ(x) is the mean change of a group's correct answers' sequence "
+        "log-likelihood (arXiv:2505.18830, Fig. 1 and 4). Displaced: Δ(x) < 0. nthr: beta 1, eta 0; random: as many "
+        "random tokens per wrong answer as nthr chose; nthr_batch: cross-group NTHR (nthr.scope batch).",
         "",
         "| variant | groups | mean Δ(x) | mean Δ per token | displaced | displaced, p ≤ 1/2 | displaced, p > 1/2 |",
         "|---|---|---|---|---|---|---|",
