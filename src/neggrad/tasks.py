@@ -19,39 +19,34 @@ from neggrad.rewards.math import format_score
 from neggrad.testbed import task as arithmetic_task
 
 
-class _ArithmeticVerifier:
-    """The testbed's exact integer match, with the verifier interface (score, close)."""
+@dataclass(frozen=True)
+class _ExactVerifier:
+    """An exact, in-process check with the verifier interface (score, score_or_abstain, close)."""
+
+    check: object  # (completions, answers) -> list[bool]
 
     def score(self, completions: list[str], answers: list[str]) -> list[bool]:
-        return arithmetic.score(completions, answers)
+        return self.check(completions, answers)
 
     def score_or_abstain(self, completions: list[str], answers: list[str]) -> list[bool | None]:
-        return self.score(completions, answers)  # exact match never abstains
+        return self.score(completions, answers)  # an exact match never abstains
 
     def close(self) -> None:
         """Nothing to release."""
 
 
-class _IntegerVerifier:
-    """Word problems' exact check: the integer a completion states as its final answer equals the gold integer."""
-
-    def score(self, completions: list[str], answers: list[str]) -> list[bool]:
-        return word_problems.score(completions, answers)
-
-    def score_or_abstain(self, completions: list[str], answers: list[str]) -> list[bool | None]:
-        return self.score(completions, answers)  # exact match never abstains
-
-    def close(self) -> None:
-        """Nothing to release."""
+def _arithmetic_verifier() -> _ExactVerifier:
+    """The testbed's exact integer match after ``A:``."""
+    return _ExactVerifier(arithmetic.score)
 
 
 def build_verifier(reward: RewardConfig):
     """The verifier ``reward.kind`` names: arithmetic, integer, math (math-verify in worker processes) or an
     import path."""
     if reward.kind in ("arithmetic", "auto"):
-        return _ArithmeticVerifier()
-    if reward.kind == "integer":
-        return _IntegerVerifier()
+        return _arithmetic_verifier()
+    if reward.kind == "integer":  # the integer a completion states as its final answer (word problems)
+        return _ExactVerifier(word_problems.score)
     if reward.kind == "math":
         from neggrad.rewards.math import MathVerifier
 
@@ -61,12 +56,31 @@ def build_verifier(reward: RewardConfig):
     return CustomReward(reward.kind)
 
 
+class _Verified:
+    """What every task does with its ``verifier``: score completions, abstain where it abstains, release it."""
+
+    verifier: object
+
+    def score(self, completions: list[str], answers: list[str]) -> list[bool]:
+        return self.verifier.score(completions, answers)
+
+    def score_or_abstain(self, completions: list[str], answers: list[str]) -> list[bool | None]:
+        """As ``score``, None where the verifier abstained (a timeout, or None from a custom verifier): such an
+        answer is left out of its group's statistics and never trains (docs/concepts/wrong-answers.md)."""
+        fn = getattr(self.verifier, "score_or_abstain", None)
+        return fn(completions, answers) if fn is not None else self.score(completions, answers)
+
+    def close(self) -> None:
+        """Stop the verifier's worker processes, if any."""
+        self.verifier.close()
+
+
 @dataclass
-class ArithmeticTask:
+class ArithmeticTask(_Verified):
     """The built-in multi-step arithmetic testbed, scored by exact answer match (or the configured verifier)."""
 
     config: TaskConfig
-    verifier: object = field(default_factory=_ArithmeticVerifier)
+    verifier: object = field(default_factory=_arithmetic_verifier)
 
     def train_example(self, index: int) -> arithmetic_task.Problem:
         return arithmetic_task.train_problem(self.config, index)
@@ -74,22 +88,11 @@ class ArithmeticTask:
     def eval_examples(self) -> list[arithmetic_task.Problem]:
         return arithmetic_task.eval_problems(self.config)
 
-    def score(self, completions: list[str], answers: list[str]) -> list[bool]:
-        return self.verifier.score(completions, answers)
-
-    def score_or_abstain(self, completions: list[str], answers: list[str]) -> list[bool | None]:
-        """As ``score``, None where the verifier abstained (a timeout): training only (FRONTIER.md 9.2)."""
-        fn = getattr(self.verifier, "score_or_abstain", None)
-        return fn(completions, answers) if fn is not None else self.score(completions, answers)
-
     def format_scores(self, completions: list[str]) -> list[float]:
         return [float(arithmetic.extract_answer(c) is not None) for c in completions]
 
-    def close(self) -> None:
-        self.verifier.close()
 
-
-class MathTask:
+class MathTask(_Verified):
     """Math problems from ``data.source`` (files or hub), verified by ``reward.kind`` (math-verify by default).
 
     The training stream visits every training example once per pass, in an order reshuffled each pass from
@@ -122,22 +125,11 @@ class MathTask:
     def eval_examples(self) -> list[MathExample]:
         return self.eval_set
 
-    def score(self, completions: list[str], answers: list[str]) -> list[bool]:
-        return self.verifier.score(completions, answers)
-
-    def score_or_abstain(self, completions: list[str], answers: list[str]) -> list[bool | None]:
-        """As ``score``, None where the verifier abstained (a timeout): training only (FRONTIER.md 9.2)."""
-        fn = getattr(self.verifier, "score_or_abstain", None)
-        return fn(completions, answers) if fn is not None else self.score(completions, answers)
-
     def format_scores(self, completions: list[str]) -> list[float]:
         return [format_score(c) for c in completions]
 
-    def close(self) -> None:
-        self.verifier.close()
 
-
-class WordProblemTask:
+class WordProblemTask(_Verified):
     """Arithmetic word problems (``task.name: word_problems``) formatted for a chat model, checked by ``reward.kind``.
 
     Training problems form an index-addressable stream and held-out ones a disjoint set (a hash of the problem
@@ -169,19 +161,8 @@ class WordProblemTask:
     def eval_examples(self) -> list[word_problems.WordProblem]:
         return self._eval
 
-    def score(self, completions: list[str], answers: list[str]) -> list[bool]:
-        return self.verifier.score(completions, answers)
-
-    def score_or_abstain(self, completions: list[str], answers: list[str]) -> list[bool | None]:
-        """As ``score``, None where the verifier abstained (a timeout): training only (FRONTIER.md 9.2)."""
-        fn = getattr(self.verifier, "score_or_abstain", None)
-        return fn(completions, answers) if fn is not None else self.score(completions, answers)
-
     def format_scores(self, completions: list[str]) -> list[float]:
         return [float(word_problems.extract_integer(c) is not None) for c in completions]
-
-    def close(self) -> None:
-        self.verifier.close()
 
 
 def build_task(config: Config | TaskConfig, *, tokenizer=None) -> ArithmeticTask | MathTask | WordProblemTask:
