@@ -441,7 +441,7 @@ def cmd_lld_probe(args) -> int:
 
 
 def cmd_judge(args) -> int:
-    from neggrad.feedback.build import build_judge
+    from neggrad.feedback.build import build_judge, close_judge
     from neggrad.feedback.offline import OfflineError, score_file
 
     raw: dict = {}
@@ -468,6 +468,8 @@ def cmd_judge(args) -> int:
         )
     except OfflineError as err:
         raise UsageError(str(err)) from None
+    finally:
+        close_judge(judge)
     console.log(
         f"neggrad judge ({config.feedback.judge}): {counts['scored']} lines scored, {counts['skipped']} already in "
         f"{args.out}; {counts['judged']} judged, {counts['failed']} failed"

@@ -372,9 +372,10 @@ class FeedbackHTTPConfig(_Section):
     """Send the API key over plain http:// to a host other than this machine (loopback), where anyone on the
     network path can read it. Off: such a base_url with a key is refused; use https:// instead."""
     max_concurrency: int = Field(8, ge=1)
-    """Requests in flight at once."""
+    """Requests in flight at once (and kept-alive connections to the server, reused from request to request)."""
     timeout_s: float = Field(60.0, gt=0, allow_inf_nan=False)
-    """Seconds to wait for the server before a request counts as timed out."""
+    """Deadline in seconds for one request: a reply not read whole by then counts as timed out, however its bytes
+    trickle in (connecting and waiting for the reply's headers are also each bounded by it)."""
     max_retries: int = Field(3, ge=0)
     """Retries of a request after a timeout, a connection error, HTTP 429 or 5xx."""
     backoff_s: float = Field(1.0, ge=0, allow_inf_nan=False)

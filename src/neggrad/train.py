@@ -46,6 +46,7 @@ from neggrad.core.groups import KINDS
 from neggrad.diagnostics.probe import ProbeSet
 from neggrad.distributed import Dist, GroupSeededRollout, gather_rows
 from neggrad.evaluate import evaluate
+from neggrad.feedback.build import close_judges
 from neggrad.metrics import MetricsWriter
 from neggrad.models import load_policy, reference_model
 from neggrad.policy import linear_head
@@ -623,5 +624,6 @@ def train(
     finally:
         if hasattr(trainer, "task"):
             trainer.task.close()  # stops verifier worker processes, if any
+        close_judges()  # the http judge's kept-alive connections, if a judge was used
         if hasattr(trainer, "dist"):
             trainer.dist.end()

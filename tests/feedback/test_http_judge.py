@@ -247,3 +247,131 @@ def test_base_urls_that_are_not_http_or_hold_credentials_are_refused(base_url, m
     with pytest.raises(ConfigError, match=message) as err:
         build_config({}, ["feedback.judge=http", "feedback.http.model=m", f"feedback.http.base_url={base_url}"])
     assert "sk-123" not in str(err.value)
+
+
+class _KeepAlive(BaseHTTPRequestHandler):
+    """An HTTP/1.1 judge server that keeps connections open and counts them (opened, still open)."""
+
+    protocol_version = "HTTP/1.1"
+
+    def setup(self):
+        super().setup()
+        with self.server.lock:
+            self.server.opened += 1
+            self.server.open += 1
+
+    def finish(self):
+        with self.server.lock:
+            self.server.open -= 1
+        super().finish()
+
+    def do_POST(self):  # noqa: N802 (http.server's name)
+        self.rfile.read(int(self.headers["Content-Length"]))
+        with self.server.lock:
+            self.server.requests += 1
+        time.sleep(0.02)  # long enough for the pool's threads to overlap
+        payload = json.dumps({"choices": [{"message": {"content": "FIRST_WRONG_STEP: 2"}}]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, *args):
+        pass
+
+
+def _wait_for(condition, seconds=5.0):
+    end = time.monotonic() + seconds
+    while not condition() and time.monotonic() < end:
+        time.sleep(0.02)
+    return condition()
+
+
+def test_connections_are_kept_alive_and_reused_across_threads_and_calls(servers, tmp_path):
+    server, url = servers(_KeepAlive, lock=threading.Lock(), opened=0, open=0, requests=0)
+    judge = _judge(f"{url}/v1", tmp_path, max_concurrency=2)
+    first = judge.judge([_req(f"a{i}") for i in range(6)])
+    second = judge.judge([_req(f"b{i}") for i in range(6)])  # a later call: the same client, the same connections
+    assert all((v.kind, v.step) == ("first_wrong", 2) for v in first + second)
+    assert server.requests == 12
+    assert 1 <= server.opened <= 2  # at most max_concurrency connections for 12 requests (urllib opened 12)
+    assert server.open == server.opened  # still open between calls, ready for the next request
+    judge.close()
+    assert _wait_for(lambda: server.open == 0)  # close() ends the kept-alive connections
+    judge.close()  # idempotent
+    assert judge.judge([_req("c0")])[0].step == 2  # a closed judge opens a new client when used again
+    assert server.opened <= 3 and server.requests == 13
+    judge.close()
+
+
+class _Trickler(BaseHTTPRequestHandler):
+    """Sends the headers after ``head_delay`` s, then the body's bytes ``chunk`` at a time, ``gap`` s apart,
+    and after ``stall_after`` bytes (if set) nothing more for 30 s."""
+
+    def do_POST(self):  # noqa: N802 (http.server's name)
+        self.rfile.read(int(self.headers["Content-Length"]))
+        srv = self.server
+        payload = json.dumps({"choices": [{"message": {"content": "x" * srv.padding + "\nFIRST_WRONG_STEP: 1"}}]})
+        payload = payload.encode()
+        try:
+            time.sleep(srv.head_delay)
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.flush()
+            for start in range(0, len(payload), srv.chunk):
+                if srv.stall_after is not None and start >= srv.stall_after:
+                    time.sleep(30)
+                self.wfile.write(payload[start : start + srv.chunk])
+                self.wfile.flush()
+                time.sleep(srv.gap)
+        except OSError:  # the client gave up
+            pass
+
+    def log_message(self, *args):
+        pass
+
+
+def _trickle(servers, tmp_path, timeout_s, **server):
+    settings = {"head_delay": 0.0, "chunk": 1, "gap": 0.05, "stall_after": None, "padding": 0, **server}
+    _, url = servers(_Trickler, **settings)
+    judge = _judge(f"{url}/v1", tmp_path, timeout_s=timeout_s, max_retries=0)
+    t0 = time.monotonic()
+    verdict = judge.judge([_req("slowbody")])[0]
+    elapsed = time.monotonic() - t0
+    judge.close()
+    return verdict, elapsed
+
+
+def test_a_body_trickled_past_the_deadline_fails_at_the_deadline(servers, tmp_path):
+    # every byte comes well within a socket read timeout, the whole body would take ~5 s: the total deadline cuts it
+    verdict, elapsed = _trickle(servers, tmp_path, timeout_s=1.0, gap=0.05, padding=40)
+    assert verdict.failed and verdict.reason == "timeout after 1 attempts"
+    assert 1.0 <= elapsed < 1.6
+
+
+def test_a_body_that_stalls_fails_at_the_deadline_not_a_read_timeout_later(servers, tmp_path):
+    # the headers come at 0.7 s, then part of the body and silence: a per-read timeout alone would end at ~1.7 s
+    verdict, elapsed = _trickle(servers, tmp_path, timeout_s=1.0, head_delay=0.7, chunk=8, gap=0.0, stall_after=16)
+    assert verdict.failed and verdict.reason == "timeout after 1 attempts"
+    assert 1.0 <= elapsed < 1.5
+
+
+def test_a_body_read_in_pieces_within_the_deadline_is_an_answer(servers, tmp_path):
+    verdict, _ = _trickle(servers, tmp_path, timeout_s=5.0, chunk=16, gap=0.01)
+    assert (verdict.kind, verdict.step) == ("first_wrong", 1) and not verdict.cached
+
+
+def test_close_judges_closes_the_built_http_judge_which_stays_usable(stub, tmp_path, monkeypatch):
+    from neggrad.feedback import build
+
+    monkeypatch.setattr(build, "_BUILT", {})
+    cfg = _http_config(tmp_path, stub.url, "feedback.http.api_key_env=null", "feedback.http.model=stub")
+    judge = build.judge_for(cfg.feedback)
+    assert judge.judge([_req("ok1")])[0].step == 1 and judge._client is not None
+    build.close_judges()
+    assert judge._client is None  # its connections are closed ...
+    assert build.judge_for(cfg.feedback) is judge  # ... and it is still the process's judge, and works
+    assert judge.judge([_req("ok2")])[0].step == 2
+    build.close_judges()

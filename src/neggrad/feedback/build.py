@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 
@@ -84,5 +85,23 @@ def judge_for(cfg: FeedbackConfig) -> Judge:
     """The judge of ``cfg``, built once per process and reused (a local model loads once, the breaker persists)."""
     key = cfg.model_dump_json()
     if key not in _BUILT:
+        if not _BUILT:
+            atexit.register(close_judges)  # e.g. the TRL integration, which has no end-of-run hook of ours
         _BUILT[key] = build_judge(cfg)
     return _BUILT[key]
+
+
+def close_judges() -> None:
+    """Close what the judges built by :func:`judge_for` hold open (the http judge's connections).
+
+    The judges stay built: one used again reopens what it needs, with its circuit breaker as it was.
+    """
+    for judge in list(_BUILT.values()):
+        close_judge(judge)
+
+
+def close_judge(judge: Judge) -> None:
+    """``judge.close()`` for a judge that has one (the http judge); the others hold nothing open."""
+    close = getattr(judge, "close", None)
+    if callable(close):
+        close()
