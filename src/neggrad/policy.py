@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 
 import torch
@@ -18,41 +19,90 @@ def completion_forward(model, rollout: Rollout, *, return_hidden: bool = False) 
 
     The hidden states are what the output embedding (LM head) receives, caught by a forward pre-hook:
     the last layer after the final norm, for any architecture, without ``output_hidden_states`` (which
-    keeps every layer). NTHR needs exactly this h (ALGORITHMS.md 3.1).
+    keeps every layer). NTHR needs exactly this h (arXiv:2505.18830 Sec. 4, the h_t of Eq. 7).
 
     Returns:
         ``(logits, hidden)``: (B, T, V) logits, row i column t predicting ``rollout.completion_ids[i, t]``,
         and (B, T, H) hidden states at the same positions (None unless ``return_hidden``).
     """
+    inputs, start, t = _scored_inputs(model, rollout)
+    caught: list[Tensor] = []
+    with _head_hook(model, caught, starve=False) if return_hidden else _nothing():
+        out = model(**inputs)
+    logits = out.logits[:, start : start + t]  # (B, T, V)
+    if not return_hidden:
+        return logits, None
+    _check_caught(caught, out.logits.shape[1])
+    return logits, caught[0][:, start : start + t]  # (B, T, H)
+
+
+def completion_hidden(model, rollout: Rollout) -> Tensor:
+    """(B, T, H) LM-head inputs at the positions that predict each completion token, without the logits.
+
+    The same forward as ``completion_forward`` (through ``model``, so a DDP wrapper's hooks still run), but
+    the forward pre-hook hands the LM head an empty slice of positions: the head computes (B, 0, V) logits, and
+    the hidden states it was given are returned for ``core.logprobs.chunked_logprobs`` (issue 17: an update
+    that never holds a micro-batch's full logits).
+    """
+    inputs, start, t = _scored_inputs(model, rollout)
+    caught: list[Tensor] = []
+    with _head_hook(model, caught, starve=True):
+        model(**inputs)
+    _check_caught(caught, t + 1 if "logits_to_keep" in inputs else inputs["input_ids"].shape[1])
+    return caught[0][:, start : start + t]  # (B, T, H)
+
+
+def _scored_inputs(model, rollout: Rollout) -> tuple[dict, int, int]:
+    """The forward's keyword arguments for prompt + completion, the first scored position and T.
+
+    With ``logits_to_keep = T + 1`` the head sees positions Tp - 1 .. Tp + T - 1 (start 0); without it, every
+    position (start Tp - 1)."""
     rollout = rollout.to(next(model.parameters()).device)  # batches live on the CPU (Rollout.to)
     input_ids = torch.cat([rollout.prompt_ids, rollout.completion_ids], dim=1)  # (B, Tp + T)
     attention_mask = torch.cat([rollout.prompt_mask, rollout.completion_mask], dim=1)  # (B, Tp + T)
     position_ids = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)  # (B, Tp + T)
-    caught: list[Tensor] = []
-    handle = None
-    if return_hidden:
-        head = model.get_output_embeddings()
-        handle = head.register_forward_pre_hook(lambda module, args: caught.append(args[0]))
     tp, t = rollout.prompt_ids.shape[1], rollout.completion_ids.shape[1]
-    keep = t + 1 if _takes_logits_to_keep(model) else None  # the LM head sees only the positions that predict
-    kwargs = {"logits_to_keep": keep} if keep else {}
+    inputs = {"input_ids": input_ids, "attention_mask": attention_mask, "position_ids": position_ids, "use_cache": False}
+    if _takes_logits_to_keep(model):  # the LM head sees only the positions that predict
+        return {**inputs, "logits_to_keep": t + 1}, 0, t
+    return inputs, tp - 1, t
+
+
+@contextlib.contextmanager
+def _head_hook(model, caught: list[Tensor], *, starve: bool):
+    """Catch the LM head's input into ``caught`` while the block runs; with ``starve``, hand the head no
+    position, so it computes no logits."""
+
+    def hook(module, args):
+        caught.append(args[0])
+        return (args[0][:, :0], *args[1:]) if starve else None
+
+    head = _unwrapped(model).get_output_embeddings()
+    handle = head.register_forward_pre_hook(hook)
     try:
-        out = model(
-            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False, **kwargs
-        )
+        yield
     finally:
-        if handle is not None:
-            handle.remove()
-    start = 0 if keep else tp - 1  # with logits_to_keep = T + 1 the logits hold positions Tp - 1 .. Tp + T - 1
-    logits = out.logits[:, start : start + t]  # (B, T, V)
-    if not return_hidden:
-        return logits, None
-    if len(caught) != 1 or caught[0].shape[1] != out.logits.shape[1]:
+        handle.remove()
+
+
+@contextlib.contextmanager
+def _nothing():
+    yield
+
+
+def _check_caught(caught: list[Tensor], width: int) -> None:
+    if len(caught) != 1 or caught[0].shape[1] != width:
         raise RuntimeError(
-            "could not read the LM-head input of this model (NTHR needs the last hidden state at every "
-            "position); its forward does not call get_output_embeddings() once on the positions it scores"
+            "could not read the LM-head input of this model (NTHR and logprob_chunk need the last hidden state "
+            "at every position); its forward does not call get_output_embeddings() once on the positions it scores"
         )
-    return logits, caught[0][:, start : start + t]  # (B, T, H)
+
+
+def _unwrapped(model):
+    """The model inside a DDP / FSDP wrapper (which has no ``get_output_embeddings``)."""
+    while not hasattr(model, "get_output_embeddings") and hasattr(model, "module"):
+        model = model.module
+    return model
 
 
 def _takes_logits_to_keep(model) -> bool:
