@@ -284,7 +284,7 @@ class WReinforceConfig(_Section):
 
 class NTHRConfig(_Section):
     """NTHR: down-weight the penalty on wrong-answer tokens that resemble the correct answers
-    (Deng et al. 2025, arXiv:2505.18830, Sec. 5, Alg. 1; ALGORITHMS.md 3)."""
+    (Deng et al. 2025, arXiv:2505.18830, Sec. 5, Alg. 1; docs/algorithms.md §7)."""
 
     enabled: bool = False
     """Turn NTHR on (method ``nthr`` = grpo + this). Allowed on grpo, dr_grpo, dapo, rloo and ngrpo."""
@@ -296,14 +296,14 @@ class NTHRConfig(_Section):
     vocab: Literal["response", "full"] = "response"
     """Gradient vocabulary: "response" = token ids of the group's completions (paper, App. 7.4), "full" = exact."""
     anchor_include_self: bool = True
-    """Keep a correct response's own tokens in the sum when its anchor mean is taken (ALGORITHMS.md 3.2)."""
+    """Keep a correct response's own tokens in the sum when its anchor mean is taken (docs/algorithms.md §7.2)."""
     scope: Literal["group", "batch"] = "group"
     """Whose correct answers a wrong token is scored against: "group" = its own group's (the paper), "batch" =
     every correct answer of the batch (on each process), so tokens that would displace other prompts' correct
     answers are protected too (neggrad.core.nthr.nthr_batch). batch costs one no-grad forward pass per step
     (the scores need the whole batch before the first loss) and needs a linear LM head (Llama, Qwen, SmolLM2)."""
     control: Literal["none", "random"] = "none"
-    """A control arm (ALGORITHMS.md 2.3): "random" scales as many randomly chosen tokens of each wrong
+    """A control arm (docs/algorithms.md §6.2): "random" scales as many randomly chosen tokens of each wrong
     response as NTHR selected there, so the effect of *which* tokens are chosen can be isolated."""
     chunk_tokens: int = Field(1024, ge=1)
     """Tokens per block of the score computation (bounds its extra memory)."""
@@ -320,7 +320,7 @@ class NTHRConfig(_Section):
 
 
 class LLDConfig(_Section):
-    """Lazy Likelihood Displacement diagnostics (arXiv:2505.18830, Sec. 4; ALGORITHMS.md 2)."""
+    """Lazy Likelihood Displacement diagnostics (arXiv:2505.18830, Sec. 4; docs/algorithms.md §6)."""
 
     enabled: bool = True
     """Log how each update moved the log-likelihood of the correct completions it trained on (one extra
@@ -407,7 +407,7 @@ class FeedbackHTTPConfig(_Section):
 
 
 class FeedbackConfig(_Section):
-    """Step-wise judge feedback on all-wrong groups: SGPO (Chen et al. 2025, arXiv:2505.11595), ALGORITHMS.md 5.
+    """Step-wise judge feedback on all-wrong groups: SGPO (Chen et al. 2025, arXiv:2505.11595), docs/algorithms.md §10.
 
     A judge finds the first wrong step k of each answer in a group with no correct answer; the answer
     gets scale * sigmoid(beta * ((k - 1) / n - gamma)) instead of 0, so the group has a gradient.
@@ -511,7 +511,7 @@ class RolloutConfig(_Section):
 
 
 class ZeroVarianceConfig(_Section):
-    """What to do with groups whose answers are all wrong or all right (FRONTIER.md 0), judged on binary
+    """What to do with groups whose answers are all wrong or all right (docs/algorithms.md §5.4), judged on binary
     correctness. "preset" leaves it to the method's keys (group_filter, advantage_estimator, feedback)."""
 
     all_wrong: Literal["preset", "keep", "drop", "ngrpo", "nsr", "w_reinforce", "rl_zvp", "lens", "judge", "hint"] = (
@@ -542,7 +542,7 @@ class LENSConfig(_Section):
 
 
 class THRConfig(_Section):
-    """THR (Deng et al. 2025, arXiv:2510.03669; form reconstructed, FRONTIER.md 1): NTHR's token influence
+    """THR (Deng et al. 2025, arXiv:2510.03669; form reconstructed, docs/algorithms.md §8): NTHR's token influence
     on the correct answers, used on every token of a mixed group."""
 
     enabled: bool = False
@@ -571,7 +571,7 @@ class LLDSConfig(_Section):
 
 
 class HintConfig(_Section):
-    """Guidance for groups nobody solves (FRONTIER.md 5): G - 1 answers of an all-wrong group are re-generated
+    """Guidance for groups nobody solves (docs/algorithms.md §11): G - 1 answers of an all-wrong group are re-generated
     with the reference solution's first k steps written at the start of the response, k rising in a ladder
     until one is right. The hint tokens are trained with LUFFY's shaped loss (arXiv:2504.14945 Eq. 6), never
     as the policy's own samples."""
@@ -802,7 +802,7 @@ class Config(_Section):
     dual_clip: float | None = Field(None, gt=1)
     """Dual clip constant c for negative advantages (off when null; RAFT++ uses 3)."""
     loss_type: Literal["grpo", "dapo", "dr_grpo", "seq_sum"] = "grpo"
-    """Aggregation of token losses over an optimizer step (ALGORITHMS.md 1.5)."""
+    """Aggregation of token losses over an optimizer step (docs/algorithms.md §4)."""
     epsilon: float = Field(0.2, gt=0, lt=1)
     """Lower clip range: ratio floor 1 - epsilon."""
     epsilon_high: float | None = Field(None, gt=0)
@@ -874,7 +874,7 @@ class Config(_Section):
 
     @model_validator(mode="after")
     def _feedback_composition(self) -> Config:
-        # ALGORITHMS.md 5.4: the partial rewards act through group statistics over wrong answers
+        # docs/algorithms.md §10.3: the partial rewards act through group statistics over wrong answers
         if self.feedback.enabled and (
             self.advantage_estimator not in ("grpo", "rloo", "ngrpo") or self.clamp_negative_advantages
         ):
@@ -922,7 +922,7 @@ class Config(_Section):
             or self.policy_loss != "clipped"
         ):
             raise ValueError(
-                f"nthr works on top of grpo, dr_grpo, dapo, rloo and ngrpo (ALGORITHMS.md 3.3), not on method "
+                f"nthr works on top of grpo, dr_grpo, dapo, rloo and ngrpo (docs/algorithms.md §7.3), not on method "
                 f"{self.method!r} (advantage_estimator={self.advantage_estimator!r}, clamp_negative_advantages="
                 f"{self.clamp_negative_advantages}, policy_loss={self.policy_loss!r}): use one of those bases"
             )
@@ -932,7 +932,8 @@ class Config(_Section):
         return self
 
     def _frontier(self) -> None:
-        """Combinations of the FRONTIER.md options: one strategy per group kind, exclusive options refused."""
+        """Combinations of the wrong-answer options (docs/algorithms.md §5.4): one strategy per group kind, exclusive
+        options refused."""
         zv = self.zero_variance
         token_level = ("nthr", self.nthr.enabled), ("thr", self.thr.enabled)
         token_level += (("zero_variance ... rl_zvp", "rl_zvp" in (zv.all_wrong, zv.all_correct)),)

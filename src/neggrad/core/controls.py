@@ -16,7 +16,7 @@ from torch import Tensor
 def uniform_hash(seed: int, step: int, prompt_uid: str, sample_idx: int) -> float:
     """u in [0, 1): the first 8 bytes of sha256("{seed}:{step}:{prompt_uid}:{sample_idx}") / 2^64.
 
-    Independent of the response and identical after a resume (FRONTIER.md 7) [neggrad choice].
+    Independent of the response and identical after a resume (docs/algorithms.md §12) [neggrad choice].
     """
     digest = hashlib.sha256(f"{seed}:{step}:{prompt_uid}:{sample_idx}".encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64
