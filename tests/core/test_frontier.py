@@ -1,4 +1,4 @@
-"""FRONTIER.md test vectors 1-4, 6, 7: THR, LLDS, RL-ZVP, LENS, GSPO / CISPO, random rewards."""
+"""Hand-computed vectors (docs/algorithms.md §16) for THR, LLDS, RL-ZVP, LENS, GSPO / CISPO, random rewards."""
 
 import math
 

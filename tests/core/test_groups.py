@@ -42,7 +42,7 @@ def test_bad_input_is_refused(function):
 
 
 def test_abstained_answers_leave_the_kind_of_their_group():
-    # FRONTIER.md 9.2: abstentions (verifier timeouts) do not count; no scorable answer: unscorable
+    # docs/algorithms.md §1.3: abstentions (verifier timeouts) do not count; no scorable answer: unscorable
     correct = torch.tensor([[1, 0, 1, 1], [0, 0, 1, 0], [0, 0, 0, 0], [1, 0, 0, 1]], dtype=torch.bool)
     scorable = torch.tensor([[1, 0, 1, 1], [1, 1, 0, 1], [0, 0, 0, 0], [1, 1, 1, 1]], dtype=torch.bool)
     kinds = group_kinds(correct, scorable)

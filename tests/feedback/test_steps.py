@@ -1,4 +1,4 @@
-"""Step splitting rules of ALGORITHMS.md 5.1 and their config errors."""
+"""Step splitting rules of docs/algorithms.md §10.1 and their config errors."""
 
 import pytest
 
