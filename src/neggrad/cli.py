@@ -451,12 +451,7 @@ def cmd_judge(args) -> int:
     overrides = list(args.overrides)
     if args.judge:
         overrides.append(f"feedback.judge={args.judge}")
-    keys = {o.split("=", 1)[0].strip().lstrip("-") for o in overrides}
-    section = raw.get("feedback") if isinstance(raw.get("feedback"), dict) else {}
-    judge_name = args.judge or section.get("judge", "oracle")
-    if judge_name == "oracle" and "feedback.step_split" not in keys and "step_split" not in section:
-        overrides.append("feedback.step_split=testbed")  # the oracle reads the testbed's steps
-    config = build_config(raw, overrides)
+    config = build_config(raw, overrides)  # an unset feedback.step_split follows the task
     try:
         config.feedback.check_oracle("data" if config.data.source else config.task.name)
     except ValueError as err:

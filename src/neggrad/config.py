@@ -416,11 +416,12 @@ class FeedbackConfig(_Section):
     enabled: bool = False
     """Send all-wrong groups to the judge (allowed with grpo, dr_grpo, dapo, rloo, ngrpo)."""
     judge: Literal["oracle", "local", "http"] = "oracle"
-    """oracle: exact step check of the arithmetic testbed (needs step_split: testbed); local: a Hugging
+    """oracle: exact step check of the arithmetic testbed (reads step_split: testbed); local: a Hugging
     Face model in this process; http: an OpenAI-compatible server."""
-    step_split: str = "lines"
+    step_split: str | None = None
     """How an answer is cut into steps: lines, regex:<pattern> (cut at each match), or testbed (one step
-    per equation plus the answer line). See neggrad.feedback.steps."""
+    per equation plus the answer line). null: follows the task, testbed on the arithmetic testbed, lines
+    otherwise. Also cuts hint prefixes and LLDS's steps. See neggrad.feedback.steps."""
     beta: float = Field(10.0, gt=0, allow_inf_nan=False)
     """Steepness of the logistic partial reward."""
     gamma: float = Field(0.5, ge=0, le=1)
@@ -440,7 +441,8 @@ class FeedbackConfig(_Section):
     def _check(self) -> FeedbackConfig:
         from neggrad.feedback.steps import check_rule  # noqa: PLC0415 (feedback imports the testbed, which imports this)
 
-        check_rule(self.step_split)
+        if self.step_split is not None:
+            check_rule(self.step_split)
         if self.prompt_template is not None:
             missing = [p for p in ("{problem}", "{reference}", "{steps}") if p not in self.prompt_template]
             if missing:
@@ -455,6 +457,12 @@ class FeedbackConfig(_Section):
             raise ValueError("feedback.judge 'local' needs feedback.local.name_or_path (a hub id or model folder)")
         if self.judge == "http" and not (self.http.model and self.http.base_url):
             raise ValueError("feedback.judge 'http' needs feedback.http.base_url and feedback.http.model")
+
+    def resolve_step_split(self, task: str) -> None:
+        """Set an unset ``step_split`` from ``task`` ("arithmetic", "word_problems" or "data"): the testbed's
+        rule for the arithmetic testbed, one step per line for everything else."""
+        if self.step_split is None:
+            self.step_split = "testbed" if task == "arithmetic" else "lines"
 
     def check_oracle(self, task: str) -> None:
         """Raise ValueError unless the oracle judge can check ``task``'s answers with this step rule."""
@@ -564,10 +572,10 @@ class LLDSConfig(_Section):
     coef: float = Field(0.2, ge=0, allow_inf_nan=False)
     """lambda (paper 0.2)."""
     gate: Literal["step", "action", "response", "token"] = "step"
-    """step (the paper's default, Eq. 4): a response's steps, cut by ``feedback.step_split`` (lines by default;
-    testbed on the testbed), each penalised only where its total log-likelihood fell; action: runs of own
-    tokens (model turns; a single-turn response is one action, so = response); response: whole responses
-    whose log-likelihood fell (Eq. 10); token: every token whose log-prob fell (Eq. 9)."""
+    """step (the paper's default, Eq. 4): a response's steps, cut by ``feedback.step_split`` (by default the
+    testbed's equations on the testbed, lines otherwise), each penalised only where its total log-likelihood
+    fell; action: runs of own tokens (model turns; a single-turn response is one action, so = response);
+    response: whole responses whose log-likelihood fell (Eq. 10); token: every token whose log-prob fell (Eq. 9)."""
 
 
 class HintConfig(_Section):
@@ -710,6 +718,7 @@ class Config(_Section):
                 "task.name 'word_problems': word problems need a pretrained chat model (model.name_or_path: a hub "
                 "id, a folder or pkg://...); the built-in testbed model reads only 'Q: 37+45-18=' prompts"
             )
+        self.feedback.resolve_step_split("data" if data.source else self.task.name)
         if self.feedback.enabled:
             self.feedback.check_oracle("data" if data.source else self.task.name)
         if self.reward.kind == "auto":

@@ -148,6 +148,7 @@ class NeggradConfig(BaseModel):
                 f"nthr works on top of the grpo, rloo and ngrpo estimators with the clipped loss, got "
                 f"advantage_estimator={self.advantage_estimator!r}, policy_loss={self.policy_loss!r}"
             )
+        _resolve_step_split(self.feedback)
         if self.nthr.enabled and self.nthr.control != "none":
             raise ValueError("nthr.control 'random' is a study arm of neggrad's own trainer: set nthr.control: none")
         if self.feedback.enabled and (
@@ -158,6 +159,12 @@ class NeggradConfig(BaseModel):
                 f"(grpo, rloo, ngrpo without clamp_negative_advantages), got {self.advantage_estimator!r}"
             )
         return self
+
+
+def _resolve_step_split(feedback: FeedbackConfig) -> None:
+    """An unset ``feedback.step_split``: the testbed's rule for the oracle judge (it checks the arithmetic
+    testbed's answers), one step per line for any other judge (a data set's answers)."""
+    feedback.resolve_step_split("arithmetic" if feedback.judge == "oracle" else "data")
 
 
 def preset(method: str) -> tuple[NeggradConfig, dict[str, Any]]:
@@ -196,6 +203,7 @@ class NeggradGRPOTrainer(GRPOTrainer):
     def __init__(self, *args, neggrad_config: NeggradConfig | None = None, judge: Judge | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.neggrad = neggrad_config or NeggradConfig()
+        _resolve_step_split(self.neggrad.feedback)  # also when the section was assigned after validation
         self._check_supported()
         if judge is None and self.neggrad.feedback.enabled:
             from neggrad.feedback.build import judge_for
