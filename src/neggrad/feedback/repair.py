@@ -90,10 +90,14 @@ def safe_judge(judge: Judge, requests: list[JudgeRequest]) -> list[Verdict]:
     checked = []
     for verdict, request in zip(verdicts, requests, strict=True):
         n = len(request.steps)
-        valid = verdict.failed or (
-            verdict.num_steps == n and (verdict.kind == "none_wrong" or 1 <= (verdict.step or 0) <= n)
-        )
-        checked.append(verdict if valid else failure("verdict outside the response's steps", n))
+        if verdict.failed:
+            checked.append(verdict)
+        elif n == 0:  # nothing to judge: "none wrong" (k = n = 0) has no step fraction
+            checked.append(failure("the response has no steps", 0))
+        elif verdict.num_steps == n and (verdict.kind == "none_wrong" or 1 <= (verdict.step or 0) <= n):
+            checked.append(verdict)
+        else:
+            checked.append(failure("verdict outside the response's steps", n))
     return checked
 
 
