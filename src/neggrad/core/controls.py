@@ -33,8 +33,3 @@ def random_rewards(seed: int, step: int, prompt_uids: list[str], num_generations
         dtype=torch.float64,
     )
     return u < rate
-
-
-def zero_variance_share(rate: float, num_generations: int) -> float:
-    """Expected fraction of groups whose coin flips are all equal: q^G + (1 - q)^G."""
-    return rate**num_generations + (1.0 - rate) ** num_generations

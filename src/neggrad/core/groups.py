@@ -1,4 +1,4 @@
-"""Group bookkeeping on binary correctness: shape checks, group kinds, success rate.
+"""Group bookkeeping on binary correctness: shape checks and group kinds.
 
 A group is the G completions of one prompt, one row of a (P, G) tensor (docs/algorithms.md §1.1). Group
 kinds, filters and success rates read the verifier's binary correctness ``c``, never a shaped
@@ -68,37 +68,3 @@ def group_kinds(correct: Tensor, scorable: Tensor | None = None) -> dict[str, Te
         "mixed": ~(all_correct | all_wrong | unscorable),
         "unscorable": unscorable,
     }
-
-
-def zero_variance_groups(correct: Tensor) -> Tensor:
-    """Groups whose correctness does not vary (all-correct or all-wrong): GRPO gives them zero advantage.
-
-    This is the ``group_filter: zero_std`` test of DAPO's dynamic sampling (Yu et al. 2025,
-    arXiv:2503.14476, Sec. 3.2) and Reinforce-Rej (Xiong et al. 2025, arXiv:2504.11343), judged on
-    correctness rather than on shaped rewards [neggrad choice, docs/algorithms.md §5.1]. A judge-repaired
-    all-wrong group is the one exception there; the caller handles it from the partial rewards.
-
-    Args:
-        correct: (P, G) bool verifier outcomes.
-
-    Returns:
-        (P,) bool, True where the group is all-correct or all-wrong.
-    """
-    check_correct(correct)
-    return correct.all(dim=1) | ~correct.any(dim=1)  # (P,)
-
-
-def success_rate(correct: Tensor) -> Tensor:
-    """Fraction p = N+/G of correct completions in each group (docs/algorithms.md §1.1).
-
-    NTHR's eta and the LLD bins use this p over the G real completions; NGRPO's virtual sample is
-    never counted [neggrad choice, docs/algorithms.md §7.2].
-
-    Args:
-        correct: (P, G) bool verifier outcomes.
-
-    Returns:
-        (P,) float in [0, 1].
-    """
-    check_correct(correct)
-    return correct.float().mean(dim=1)  # (P,)
