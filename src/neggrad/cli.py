@@ -215,6 +215,8 @@ def cmd_eval(args) -> int:
     from neggrad.tasks import build_task
 
     checkpoint = None
+    if args.run_dir and "=" in args.run_dir and not Path(args.run_dir).exists():  # `eval --config c.yaml k=v`
+        args.overrides, args.run_dir = [args.run_dir, *args.overrides], None
     if args.run_dir:
         run_dir = Path(args.run_dir)
         if not (run_dir / "config.yaml").is_file():
@@ -528,7 +530,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--avg-k", type=int, default=0, help="also sample k completions per prompt (avg@k)")
     p.add_argument("--pass-k", help="unbiased pass@k for these k, e.g. 1,8,64 (samples max(k) per prompt)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], help="key=value override")
+    p.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. rollout.backend=vllm")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("methods", help="list the method presets")
