@@ -244,8 +244,9 @@ class RewardConfig(_Section):
 class SFTConfig(_Section):
     """Supervised warm start of the testbed model, stopped at a middling accuracy and cached on disk."""
 
-    enabled: bool = True
-    """Run (or load from cache) the warm start before RL. Only for the testbed model."""
+    enabled: bool | None = None
+    """Run (or load from cache) the warm start before RL. Only for the testbed model; null: on for the
+    testbed model, off for a pretrained one."""
     seed: int | None = None
     """Seed of the warm start (model init and SFT data order); null = the run's seed. Set it (e.g. 0) to
     start every RL seed from one shared policy: cheaper comparisons, seed spread from RL alone."""
@@ -718,9 +719,9 @@ class Config(_Section):
                 "task.name 'word_problems': word problems need a pretrained chat model (model.name_or_path: a hub "
                 "id, a folder or pkg://...); the built-in testbed model reads only 'Q: 37+45-18=' prompts"
             )
-        self.feedback.resolve_step_split("data" if data.source else self.task.name)
+        self.feedback.resolve_step_split(self.prompt_source)
         if self.feedback.enabled:
-            self.feedback.check_oracle("data" if data.source else self.task.name)
+            self.feedback.check_oracle(self.prompt_source)
         if self.reward.kind == "auto":
             self.reward.kind = (
                 "math" if data.source else {"word_problems": "integer"}.get(self.task.name, "arithmetic")
@@ -896,6 +897,11 @@ class Config(_Section):
         return self
 
     @property
+    def prompt_source(self) -> str:
+        """Where the prompts come from: "data" (data.source) or the built-in task's name."""
+        return "data" if self.data.source else self.task.name
+
+    @property
     def generation_batch_size(self) -> int:
         """Completions generated per training step (B)."""
         return self.per_device_train_batch_size * self.gradient_accumulation_steps * self.steps_per_generation
@@ -936,8 +942,14 @@ class Config(_Section):
                 f"{self.clamp_negative_advantages}, policy_loss={self.policy_loss!r}): use one of those bases"
             )
         self._frontier()
-        if self.model.name_or_path != "testbed" and self.sft.enabled:
-            self.sft.enabled = False
+        testbed = self.model.name_or_path == "testbed"
+        if self.sft.enabled is None:
+            self.sft.enabled = testbed
+        elif self.sft.enabled and not testbed:
+            raise ValueError(
+                f"sft.enabled is the testbed model's warm start; model.name_or_path {self.model.name_or_path!r} is "
+                "pretrained: remove sft.enabled (or set it false)"
+            )
         return self
 
     def _frontier(self) -> None:
@@ -981,8 +993,14 @@ class Config(_Section):
                     f"{kind.replace('_', '-')} groups first: set group_filter none (or all_correct), or another "
                     "strategy"
                 )
-        if zv.all_wrong == "judge":
+        if zv.all_wrong == "judge":  # the judge strategy is the feedback section: it turns it on
+            if not self.feedback.enabled and "enabled" in self.feedback.model_fields_set:
+                raise ValueError(
+                    "zero_variance.all_wrong=judge gives all-wrong groups the judge's partial rewards, which "
+                    "feedback.enabled: false turns off: remove feedback.enabled (or set it true)"
+                )
             self.feedback.enabled = True
+            self.feedback.check_oracle(self.prompt_source)
         elif self.feedback.enabled and zv.all_wrong not in ("preset", "keep"):
             raise ValueError(
                 f"feedback.enabled (the judge owns all-wrong groups) conflicts with zero_variance.all_wrong="
