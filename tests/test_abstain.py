@@ -1,4 +1,4 @@
-"""Abstaining verifiers (FRONTIER.md 9.2-9.3): an answer the verifier cannot score (None, a timeout) is left out of
+"""Abstaining verifiers (docs/algorithms.md §1.3): an answer the verifier cannot score (None, a timeout) is left out of
 its group's statistics and gets advantage 0; a group with no scorable answer is dropped."""
 
 import torch

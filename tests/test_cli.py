@@ -33,6 +33,8 @@ def neggrad(*args, cwd=None):
         (["train", "--resume", "nowhere"], "cannot resume nowhere"),
         (["train"], "needs --config"),
         (["eval", "nowhere"], "holds no config.yaml"),
+        (["eval", "nowhere", "max_steps=3"], "holds no config.yaml"),  # overrides follow the run, positionally
+        (["eval", "--config", "testbed/demo", "lerning_rate=1"], "did you mean 'learning_rate'"),  # as train's
         (
             [
                 "train",

@@ -122,3 +122,19 @@ def test_nthr_preset_fills_only_unset_section_keys():
     cfg = build_config({"method": "nthr", "nthr": {"vocab": "full"}})
     assert cfg.nthr.enabled and cfg.nthr.vocab == "full"
     assert build_config({"method": "nthr", "nthr": {"enabled": False}}).nthr.enabled is False
+
+
+def test_settings_that_follow_another_key_say_so_instead_of_changing_silently():
+    # sft.enabled: unset follows the model; an explicit warm start for a pretrained model is refused, naming the key
+    assert build_config({}, []).sft.enabled
+    pretrained = ["model.name_or_path=some/hub-model", "task.name=word_problems"]
+    assert build_config({}, pretrained).sft.enabled is False
+    with pytest.raises(ConfigError, match="remove sft.enabled"):
+        build_config({}, [*pretrained, "sft.enabled=true"])
+    # zero_variance.all_wrong=judge turns the judge on, and refuses an explicit feedback.enabled: false
+    assert build_config({}, ["zero_variance.all_wrong=judge"]).feedback.enabled
+    with pytest.raises(ConfigError, match="remove feedback.enabled"):
+        build_config({}, ["zero_variance.all_wrong=judge", "feedback.enabled=false"])
+    # the judge it turns on is checked like one turned on by hand
+    with pytest.raises(ConfigError, match="needs feedback.step_split: testbed"):
+        build_config({}, ["zero_variance.all_wrong=judge", "feedback.step_split=lines"])

@@ -79,3 +79,40 @@ def test_docs_build_in_strict_mode(tmp_path):
     assert "--trust-checkpoint" in security and "allow_insecure_key" in security and "api_key_env" in security
     multiprocess = re.sub(r"<[^>]+>", "", (tmp_path / "site" / "multiprocess" / "index.html").read_text())
     assert "torchrun --standalone --nproc_per_node 2" in multiprocess and "accelerate launch" in multiprocess
+
+
+# Built from pieces so that this file does not match itself.
+OUTSIDE = ("ALGORITHMS" + ".md", "FRONTIER" + ".md", "../" + "shared", "shared/" + "spec")
+
+
+def repository_text_files():
+    for top in ("src", "docs", "tests", "configs", "benchmarks"):
+        for path in sorted((ROOT / top).rglob("*")):
+            if path.is_file() and path.suffix in (".py", ".md", ".yaml", ".yml", ".txt", ".toml", ".json", ".html"):
+                yield path
+    yield from (ROOT / name for name in ("README.md", "Makefile", "mkdocs.yml", "pyproject.toml"))
+
+
+def test_nothing_cites_files_outside_the_repository():
+    found = [
+        f"{path.relative_to(ROOT)}:{number}: {name}"
+        for path in repository_text_files()
+        for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1)
+        for name in OUTSIDE
+        if name in line
+    ]
+    assert not found, "cite the paper or docs/algorithms.md instead:\n" + "\n".join(found)
+
+
+def test_citations_of_the_algorithm_reference_name_existing_sections():
+    page = (ROOT / "docs" / "algorithms.md").read_text()
+    sections = set(re.findall(r"^#{2,3} (\d+(?:\.\d+)?)\.? ", page, flags=re.MULTILINE))
+    assert {"1.1", "2", "7.2", "10.1", "16"} <= sections  # the headings were parsed
+    cited = {
+        (str(path.relative_to(ROOT)), section)
+        for path in repository_text_files()
+        for section in re.findall(r"algorithms\.md\)? §(\d+(?:\.\d+)?)", path.read_text(encoding="utf-8"))
+    }
+    assert len(cited) > 50  # the docstrings do cite it
+    missing = sorted(f"{path}: §{section}" for path, section in cited if section not in sections)
+    assert not missing, "no such section in docs/algorithms.md:\n" + "\n".join(missing)

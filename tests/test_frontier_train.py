@@ -1,4 +1,4 @@
-"""FRONTIER.md options wired into a real run of a tiny model (issue 9): each does what it claims.
+"""The wrong-answer options (docs/algorithms.md §3.3-§13) in a real run of a tiny model: each does what it claims.
 
 A random tiny model gets every arithmetic answer wrong (all-wrong groups); the ``parity`` verifier of
 tests/test_methods_e2e.py makes mixed groups instead.
@@ -163,7 +163,7 @@ def test_every_strategy_and_option_trains_20_steps(tmp_path, name):
 
 
 def test_compute_is_accounted_per_kind_of_group(tmp_path):
-    # FRONTIER.md 0: generation (+ hints, judge) and the update, shared out over the kinds of groups
+    # docs/algorithms.md §5.4: generation (+ hints, judge) and the update, shared out over the kinds of groups
     kinds = ("time/all_wrong", "time/all_correct", "time/mixed", "time/unscorable")
     mixed, *_ = run(tmp_path / "parity", PARITY, steps=2)
     wrong, *_ = run(tmp_path / "arith", steps=2)  # a random model: every arithmetic answer wrong

@@ -1,4 +1,4 @@
-"""Hints for all-wrong groups (FRONTIER.md 5): prefixes, prefix-continued generation, a real run."""
+"""Hints for all-wrong groups (docs/algorithms.md §11): prefixes, prefix-continued generation, a real run."""
 
 import re
 

@@ -59,15 +59,18 @@ def test_every_preset_trains(tmp_path, method):
     for line in trained:
         B = 16 if line["groups/dropped"] == 0 else line["batch/completions"]
         right = round(line["accuracy"] * 16)  # the parity verifier's verdicts over 16 sampled completions
+        # LLD measures every correct completion trained on (lld/count of them), and nothing else
         if method == "psr":  # trains on correct completions only
-            assert line["batch/completions"] == right
+            assert line["batch/completions"] == right == line["lld/count"]
         elif method == "nsr":  # on wrong completions only
-            assert line["batch/completions"] == 16 - right
+            assert line["batch/completions"] == 16 - right and line["lld/count"] == 0
         elif method in ("dapo", "ngrpo", "reinforce_rej"):  # group filters: kept completions come in whole groups
+            groups, _ = divmod(line["batch/completions"], 4)
             assert line["batch/completions"] % 4 == 0
+            # every kept group has a wrong answer (no all-correct group passes); zero_std keeps mixed groups only
+            assert (0 if method == "ngrpo" else groups) <= line["lld/count"] <= line["batch/completions"] - groups
         else:
-            assert line["batch/completions"] == B
-        assert line.get("lld/count", 0) >= 0
+            assert line["batch/completions"] == B and line["lld/count"] == right
 
 
 def test_nthr_preset_scores_mixed_groups_and_logs_tokens(tmp_path):

@@ -1,4 +1,4 @@
-"""NTHR and LLD inside a real update of a tiny model (ALGORITHMS.md 2.2, 2.3, 3)."""
+"""NTHR and LLD inside a real update of a tiny model (docs/algorithms.md §6.1, §6.2, §7)."""
 
 import pytest
 import torch

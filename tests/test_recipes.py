@@ -1,4 +1,4 @@
-"""The paper recipes in configs/recipes build, without loading any model, and keep ALGORITHMS.md 7.4's numbers."""
+"""The paper recipes in configs/recipes build, without loading any model, and keep each paper's numbers."""
 
 from pathlib import Path
 
@@ -8,7 +8,7 @@ from neggrad.config import load_config, read_yaml
 
 RECIPES = Path(__file__).resolve().parents[1] / "configs" / "recipes"
 
-# ALGORITHMS.md 7.4: G, prompts per step, lr, KL beta, entropy; and the method each file defaults to
+# Each paper's G, prompts per step, lr, KL beta, entropy (docs/algorithms.md §14); the method each file defaults to
 TABLE = {
     "nthr_qwen2.5-math-1.5b.yaml": ("nthr", 8, 256, 1e-6, 1e-4, 0.0),
     "ngrpo_qwen2.5-math-7b.yaml": ("ngrpo", 8, 1024, 1e-6, 0.0, 0.001),

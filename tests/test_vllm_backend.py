@@ -213,6 +213,6 @@ def test_eval_uses_the_configured_backend(tiny, tmp_path, fake_engines, capsys):
     overrides = [f"model.name_or_path={folder}", *RUN, "rollout.backend=vllm"]
     (tmp_path / "c.yaml").write_text("method: grpo\n")
     args = ["eval", "--config", str(tmp_path / "c.yaml"), "--pass-k", "1,2"]
-    assert main([*args, *[f"--set={o}" for o in overrides]]) == 0
+    assert main([*args, *overrides]) == 0  # overrides are positional, as in every other command
     assert len(engines) == 1 and "generate" in engines[0].calls  # sampled by the (fake) vLLM engine
     assert "eval/pass_at_2" in capsys.readouterr().out

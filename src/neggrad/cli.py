@@ -215,6 +215,8 @@ def cmd_eval(args) -> int:
     from neggrad.tasks import build_task
 
     checkpoint = None
+    if args.run_dir and "=" in args.run_dir and not Path(args.run_dir).exists():  # `eval --config c.yaml k=v`
+        args.overrides, args.run_dir = [args.run_dir, *args.overrides], None
     if args.run_dir:
         run_dir = Path(args.run_dir)
         if not (run_dir / "config.yaml").is_file():
@@ -451,12 +453,7 @@ def cmd_judge(args) -> int:
     overrides = list(args.overrides)
     if args.judge:
         overrides.append(f"feedback.judge={args.judge}")
-    keys = {o.split("=", 1)[0].strip().lstrip("-") for o in overrides}
-    section = raw.get("feedback") if isinstance(raw.get("feedback"), dict) else {}
-    judge_name = args.judge or section.get("judge", "oracle")
-    if judge_name == "oracle" and "feedback.step_split" not in keys and "step_split" not in section:
-        overrides.append("feedback.step_split=testbed")  # the oracle reads the testbed's steps
-    config = build_config(raw, overrides)
+    config = build_config(raw, overrides)  # an unset feedback.step_split follows the task
     try:
         config.feedback.check_oracle("data" if config.data.source else config.task.name)
     except ValueError as err:
@@ -535,7 +532,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--avg-k", type=int, default=0, help="also sample k completions per prompt (avg@k)")
     p.add_argument("--pass-k", help="unbiased pass@k for these k, e.g. 1,8,64 (samples max(k) per prompt)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], help="key=value override")
+    p.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. rollout.backend=vllm")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("methods", help="list the method presets")

@@ -244,8 +244,9 @@ class RewardConfig(_Section):
 class SFTConfig(_Section):
     """Supervised warm start of the testbed model, stopped at a middling accuracy and cached on disk."""
 
-    enabled: bool = True
-    """Run (or load from cache) the warm start before RL. Only for the testbed model."""
+    enabled: bool | None = None
+    """Run (or load from cache) the warm start before RL. Only for the testbed model; null: on for the
+    testbed model, off for a pretrained one."""
     seed: int | None = None
     """Seed of the warm start (model init and SFT data order); null = the run's seed. Set it (e.g. 0) to
     start every RL seed from one shared policy: cheaper comparisons, seed spread from RL alone."""
@@ -284,7 +285,7 @@ class WReinforceConfig(_Section):
 
 class NTHRConfig(_Section):
     """NTHR: down-weight the penalty on wrong-answer tokens that resemble the correct answers
-    (Deng et al. 2025, arXiv:2505.18830, Sec. 5, Alg. 1; ALGORITHMS.md 3)."""
+    (Deng et al. 2025, arXiv:2505.18830, Sec. 5, Alg. 1; docs/algorithms.md §7)."""
 
     enabled: bool = False
     """Turn NTHR on (method ``nthr`` = grpo + this). Allowed on grpo, dr_grpo, dapo, rloo and ngrpo."""
@@ -296,14 +297,14 @@ class NTHRConfig(_Section):
     vocab: Literal["response", "full"] = "response"
     """Gradient vocabulary: "response" = token ids of the group's completions (paper, App. 7.4), "full" = exact."""
     anchor_include_self: bool = True
-    """Keep a correct response's own tokens in the sum when its anchor mean is taken (ALGORITHMS.md 3.2)."""
+    """Keep a correct response's own tokens in the sum when its anchor mean is taken (docs/algorithms.md §7.2)."""
     scope: Literal["group", "batch"] = "group"
     """Whose correct answers a wrong token is scored against: "group" = its own group's (the paper), "batch" =
     every correct answer of the batch (on each process), so tokens that would displace other prompts' correct
     answers are protected too (neggrad.core.nthr.nthr_batch). batch costs one no-grad forward pass per step
     (the scores need the whole batch before the first loss) and needs a linear LM head (Llama, Qwen, SmolLM2)."""
     control: Literal["none", "random"] = "none"
-    """A control arm (ALGORITHMS.md 2.3): "random" scales as many randomly chosen tokens of each wrong
+    """A control arm (docs/algorithms.md §6.2): "random" scales as many randomly chosen tokens of each wrong
     response as NTHR selected there, so the effect of *which* tokens are chosen can be isolated."""
     chunk_tokens: int = Field(1024, ge=1)
     """Tokens per block of the score computation (bounds its extra memory)."""
@@ -320,7 +321,7 @@ class NTHRConfig(_Section):
 
 
 class LLDConfig(_Section):
-    """Lazy Likelihood Displacement diagnostics (arXiv:2505.18830, Sec. 4; ALGORITHMS.md 2)."""
+    """Lazy Likelihood Displacement diagnostics (arXiv:2505.18830, Sec. 4; docs/algorithms.md §6)."""
 
     enabled: bool = True
     """Log how each update moved the log-likelihood of the correct completions it trained on (one extra
@@ -408,7 +409,7 @@ class FeedbackHTTPConfig(_Section):
 
 
 class FeedbackConfig(_Section):
-    """Step-wise judge feedback on all-wrong groups: SGPO (Chen et al. 2025, arXiv:2505.11595), ALGORITHMS.md 5.
+    """Step-wise judge feedback on all-wrong groups: SGPO (Chen et al. 2025, arXiv:2505.11595), docs/algorithms.md §10.
 
     A judge finds the first wrong step k of each answer in a group with no correct answer; the answer
     gets scale * sigmoid(beta * ((k - 1) / n - gamma)) instead of 0, so the group has a gradient.
@@ -417,11 +418,12 @@ class FeedbackConfig(_Section):
     enabled: bool = False
     """Send all-wrong groups to the judge (allowed with grpo, dr_grpo, dapo, rloo, ngrpo)."""
     judge: Literal["oracle", "local", "http"] = "oracle"
-    """oracle: exact step check of the arithmetic testbed (needs step_split: testbed); local: a Hugging
+    """oracle: exact step check of the arithmetic testbed (reads step_split: testbed); local: a Hugging
     Face model in this process; http: an OpenAI-compatible server."""
-    step_split: str = "lines"
+    step_split: str | None = None
     """How an answer is cut into steps: lines, regex:<pattern> (cut at each match), or testbed (one step
-    per equation plus the answer line). See neggrad.feedback.steps."""
+    per equation plus the answer line). null: follows the task, testbed on the arithmetic testbed, lines
+    otherwise. Also cuts hint prefixes and LLDS's steps. See neggrad.feedback.steps."""
     beta: float = Field(10.0, gt=0, allow_inf_nan=False)
     """Steepness of the logistic partial reward."""
     gamma: float = Field(0.5, ge=0, le=1)
@@ -441,7 +443,8 @@ class FeedbackConfig(_Section):
     def _check(self) -> FeedbackConfig:
         from neggrad.feedback.steps import check_rule  # noqa: PLC0415 (feedback imports the testbed, which imports this)
 
-        check_rule(self.step_split)
+        if self.step_split is not None:
+            check_rule(self.step_split)
         if self.prompt_template is not None:
             missing = [p for p in ("{problem}", "{reference}", "{steps}") if p not in self.prompt_template]
             if missing:
@@ -456,6 +459,12 @@ class FeedbackConfig(_Section):
             raise ValueError("feedback.judge 'local' needs feedback.local.name_or_path (a hub id or model folder)")
         if self.judge == "http" and not (self.http.model and self.http.base_url):
             raise ValueError("feedback.judge 'http' needs feedback.http.base_url and feedback.http.model")
+
+    def resolve_step_split(self, task: str) -> None:
+        """Set an unset ``step_split`` from ``task`` ("arithmetic", "word_problems" or "data"): the testbed's
+        rule for the arithmetic testbed, one step per line for everything else."""
+        if self.step_split is None:
+            self.step_split = "testbed" if task == "arithmetic" else "lines"
 
     def check_oracle(self, task: str) -> None:
         """Raise ValueError unless the oracle judge can check ``task``'s answers with this step rule."""
@@ -512,7 +521,7 @@ class RolloutConfig(_Section):
 
 
 class ZeroVarianceConfig(_Section):
-    """What to do with groups whose answers are all wrong or all right (FRONTIER.md 0), judged on binary
+    """What to do with groups whose answers are all wrong or all right (docs/algorithms.md §5.4), judged on binary
     correctness. "preset" leaves it to the method's keys (group_filter, advantage_estimator, feedback)."""
 
     all_wrong: Literal["preset", "keep", "drop", "ngrpo", "nsr", "w_reinforce", "rl_zvp", "lens", "judge", "hint"] = (
@@ -543,7 +552,7 @@ class LENSConfig(_Section):
 
 
 class THRConfig(_Section):
-    """THR (Deng et al. 2025, arXiv:2510.03669; form reconstructed, FRONTIER.md 1): NTHR's token influence
+    """THR (Deng et al. 2025, arXiv:2510.03669; form reconstructed, docs/algorithms.md §8): NTHR's token influence
     on the correct answers, used on every token of a mixed group."""
 
     enabled: bool = False
@@ -565,14 +574,14 @@ class LLDSConfig(_Section):
     coef: float = Field(0.2, ge=0, allow_inf_nan=False)
     """lambda (paper 0.2)."""
     gate: Literal["step", "action", "response", "token"] = "step"
-    """step (the paper's default, Eq. 4): a response's steps, cut by ``feedback.step_split`` (lines by default;
-    testbed on the testbed), each penalised only where its total log-likelihood fell; action: runs of own
-    tokens (model turns; a single-turn response is one action, so = response); response: whole responses
-    whose log-likelihood fell (Eq. 10); token: every token whose log-prob fell (Eq. 9)."""
+    """step (the paper's default, Eq. 4): a response's steps, cut by ``feedback.step_split`` (by default the
+    testbed's equations on the testbed, lines otherwise), each penalised only where its total log-likelihood
+    fell; action: runs of own tokens (model turns; a single-turn response is one action, so = response);
+    response: whole responses whose log-likelihood fell (Eq. 10); token: every token whose log-prob fell (Eq. 9)."""
 
 
 class HintConfig(_Section):
-    """Guidance for groups nobody solves (FRONTIER.md 5): G - 1 answers of an all-wrong group are re-generated
+    """Guidance for groups nobody solves (docs/algorithms.md §11): G - 1 answers of an all-wrong group are re-generated
     with the reference solution's first k steps written at the start of the response, k rising in a ladder
     until one is right. The hint tokens are trained with LUFFY's shaped loss (arXiv:2504.14945 Eq. 6), never
     as the policy's own samples."""
@@ -711,8 +720,9 @@ class Config(_Section):
                 "task.name 'word_problems': word problems need a pretrained chat model (model.name_or_path: a hub "
                 "id, a folder or pkg://...); the built-in testbed model reads only 'Q: 37+45-18=' prompts"
             )
+        self.feedback.resolve_step_split(self.prompt_source)
         if self.feedback.enabled:
-            self.feedback.check_oracle("data" if data.source else self.task.name)
+            self.feedback.check_oracle(self.prompt_source)
         if self.reward.kind == "auto":
             self.reward.kind = (
                 "math" if data.source else {"word_problems": "integer"}.get(self.task.name, "arithmetic")
@@ -803,7 +813,7 @@ class Config(_Section):
     dual_clip: float | None = Field(None, gt=1)
     """Dual clip constant c for negative advantages (off when null; RAFT++ uses 3)."""
     loss_type: Literal["grpo", "dapo", "dr_grpo", "seq_sum"] = "grpo"
-    """Aggregation of token losses over an optimizer step (ALGORITHMS.md 1.5)."""
+    """Aggregation of token losses over an optimizer step (docs/algorithms.md §4)."""
     epsilon: float = Field(0.2, gt=0, lt=1)
     """Lower clip range: ratio floor 1 - epsilon."""
     epsilon_high: float | None = Field(None, gt=0)
@@ -875,7 +885,7 @@ class Config(_Section):
 
     @model_validator(mode="after")
     def _feedback_composition(self) -> Config:
-        # ALGORITHMS.md 5.4: the partial rewards act through group statistics over wrong answers
+        # docs/algorithms.md §10.3: the partial rewards act through group statistics over wrong answers
         if self.feedback.enabled and (
             self.advantage_estimator not in ("grpo", "rloo", "ngrpo") or self.clamp_negative_advantages
         ):
@@ -886,6 +896,11 @@ class Config(_Section):
                 "ignores group statistics or discards wrong answers: set feedback.enabled: false or change the method"
             )
         return self
+
+    @property
+    def prompt_source(self) -> str:
+        """Where the prompts come from: "data" (data.source) or the built-in task's name."""
+        return "data" if self.data.source else self.task.name
 
     @property
     def generation_batch_size(self) -> int:
@@ -923,17 +938,24 @@ class Config(_Section):
             or self.policy_loss != "clipped"
         ):
             raise ValueError(
-                f"nthr works on top of grpo, dr_grpo, dapo, rloo and ngrpo (ALGORITHMS.md 3.3), not on method "
+                f"nthr works on top of grpo, dr_grpo, dapo, rloo and ngrpo (docs/algorithms.md §7.3), not on method "
                 f"{self.method!r} (advantage_estimator={self.advantage_estimator!r}, clamp_negative_advantages="
                 f"{self.clamp_negative_advantages}, policy_loss={self.policy_loss!r}): use one of those bases"
             )
         self._frontier()
-        if self.model.name_or_path != "testbed" and self.sft.enabled:
-            self.sft.enabled = False
+        testbed = self.model.name_or_path == "testbed"
+        if self.sft.enabled is None:
+            self.sft.enabled = testbed
+        elif self.sft.enabled and not testbed:
+            raise ValueError(
+                f"sft.enabled is the testbed model's warm start; model.name_or_path {self.model.name_or_path!r} is "
+                "pretrained: remove sft.enabled (or set it false)"
+            )
         return self
 
     def _frontier(self) -> None:
-        """Combinations of the FRONTIER.md options: one strategy per group kind, exclusive options refused."""
+        """Combinations of the wrong-answer options (docs/algorithms.md §5.4): one strategy per group kind, exclusive
+        options refused."""
         zv = self.zero_variance
         token_level = ("nthr", self.nthr.enabled), ("thr", self.thr.enabled)
         token_level += (("zero_variance ... rl_zvp", "rl_zvp" in (zv.all_wrong, zv.all_correct)),)
@@ -972,8 +994,14 @@ class Config(_Section):
                     f"{kind.replace('_', '-')} groups first: set group_filter none (or all_correct), or another "
                     "strategy"
                 )
-        if zv.all_wrong == "judge":
+        if zv.all_wrong == "judge":  # the judge strategy is the feedback section: it turns it on
+            if not self.feedback.enabled and "enabled" in self.feedback.model_fields_set:
+                raise ValueError(
+                    "zero_variance.all_wrong=judge gives all-wrong groups the judge's partial rewards, which "
+                    "feedback.enabled: false turns off: remove feedback.enabled (or set it true)"
+                )
             self.feedback.enabled = True
+            self.feedback.check_oracle(self.prompt_source)
         elif self.feedback.enabled and zv.all_wrong not in ("preset", "keep"):
             raise ValueError(
                 f"feedback.enabled (the judge owns all-wrong groups) conflicts with zero_variance.all_wrong="

@@ -30,8 +30,8 @@ depend on N or on which process generates it: N processes reproduce a 1-process 
 floating-point reduction order. The other random streams (shuffles of ``steps_per_generation`` > 1,
 sampled evaluation) are seeded ``seed + rank``; every process starts from the same weights.
 
-**Exact loss.** The loss denominators of an optimizer step (completions S and tokens, ALGORITHMS.md
-1.5) are summed over processes before the first backward, each process adds its token-loss sums over
+**Exact loss.** The loss denominators of an optimizer step (completions S and tokens,
+docs/algorithms.md §4) are summed over processes before the first backward, each process adds its token-loss sums over
 these global denominators, and DDP (like FSDP and ZeRO) *averages* gradients over processes, so the
 local loss is multiplied by N before backward: the gradient equals the 1-process gradient.
 

@@ -1,5 +1,5 @@
-"""Re-generating all-wrong groups with hints from the reference solution (FRONTIER.md 5, ``zero_variance.all_wrong:
-hint``).
+"""Re-generating all-wrong groups with hints from the reference solution (``zero_variance.all_wrong: hint``,
+docs/algorithms.md §11).
 
 For each all-wrong group: keep one original answer, re-generate G - 1 whose response starts with the reference
 solution's first k steps (k from ``core.hints.hint_levels``, rising until one answer is right), verify the whole

@@ -1,6 +1,6 @@
 """Named presets: each method expands to plain config values that a user may override.
 
-The matrix is ALGORITHMS.md 7.1. A preset pins every method key, so the resolved ``config.yaml`` of a
+The matrix is docs/algorithms.md §14. A preset pins every method key, so the resolved ``config.yaml`` of a
 run shows the values it trained with even if a default changes later.
 """
 

@@ -1,7 +1,7 @@
 """Every metric neggrad logs, in one table, the JSONL writer of ``metrics.jsonl``, and ``read_jsonl``, the one
 reader of a run's JSON-lines files (``metrics.jsonl``, ``samples/step-N.jsonl``).
 
-One line per training step. Names follow ALGORITHMS.md section 8.
+One line per training step. Names follow docs/algorithms.md §15.
 """
 
 from __future__ import annotations
@@ -114,7 +114,7 @@ METRICS: dict[str, str] = {
 
 
 def _lld_metrics() -> dict[str, str]:
-    """lld/* and lld/wrong/*: ALGORITHMS.md 2.2, overall and per group success-rate bin."""
+    """lld/* and lld/wrong/*: docs/algorithms.md §6.1, overall and per group success-rate bin."""
     bins = {
         "": "",
         "_p_q1": " (groups with p in (0, 1/4])",

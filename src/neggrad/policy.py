@@ -19,7 +19,7 @@ def completion_forward(model, rollout: Rollout, *, return_hidden: bool = False) 
 
     The hidden states are what the output embedding (LM head) receives, caught by a forward pre-hook:
     the last layer after the final norm, for any architecture, without ``output_hidden_states`` (which
-    keeps every layer). NTHR needs exactly this h (arXiv:2505.18830 Sec. 4, the h_t of Eq. 7).
+    keeps every layer). NTHR needs exactly this h (arXiv:2505.18830 Eq. 7, the h of docs/algorithms.md §7.1).
 
     Returns:
         ``(logits, hidden)``: (B, T, V) logits, row i column t predicting ``rollout.completion_ids[i, t]``,

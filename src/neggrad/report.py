@@ -226,7 +226,7 @@ def learns_from_all_wrong(config: dict) -> bool:
     wrong answers in such a group a negative advantage, unless ``group_filter: zero_std`` drops the group
     first (DAPO, Reinforce-Rej's preset). Correctness only: an overlong penalty's variance is not counted.
     A ``zero_variance.all_wrong`` strategy other than keep / drop, or judge feedback, gives such groups a
-    gradient whatever the estimator (issue 9's switch, ALGORITHMS.md 5).
+    gradient whatever the estimator (issue 9's switch, docs/algorithms.md §10).
     """
     strategy = (config.get("zero_variance") or {}).get("all_wrong", "preset")
     if strategy not in ("preset", "keep", "drop") or (config.get("feedback") or {}).get("enabled"):
@@ -480,7 +480,7 @@ FIGURES = {
     "lld_probe.png": Figure(
         "held-out correct answers since step 0",
         "Δ log-likelihood per token",
-        "Probe set (ALGORITHMS.md 2.4): mean per-token log-likelihood change of fixed held-out correct answers "
+        "Probe set (docs/algorithms.md §6.3): mean per-token log-likelihood change of fixed held-out correct answers "
         "against step 0 (lld/probe/delta_tok_mean).",
         ((lambda r: metric_curve(r, ("lld/probe/delta_tok_mean",)), "o-", 1, True, None),),
     ),

@@ -1,6 +1,6 @@
 """One step's training batch: generation rounds, verifier scores, the group policy, advantages.
 
-Order per round (ALGORITHMS.md 7.3): generate P groups, score correctness, judge repair of all-wrong
+Order per round (docs/algorithms.md §5.1): generate P groups, score correctness, judge repair of all-wrong
 groups (``feedback.enabled``), shape rewards (reward scheme, overlong penalty), filter groups on binary
 correctness (a judge-repaired group passes ``zero_std`` iff its partial rewards vary); with ``refill``
 repeat with new prompts until P groups are kept or ``max_generation_rounds`` is reached. Surplus groups
@@ -74,7 +74,7 @@ def _filter_groups(
 ) -> Tensor:
     """(P,) bool: groups kept by ``group_filter`` and ``zero_variance.*: drop``, judged on binary correctness.
 
-    The one exception (ALGORITHMS.md 7.3): under ``zero_std`` a judge-repaired group is kept iff its
+    The one exception (docs/algorithms.md §5.1): under ``zero_std`` a judge-repaired group is kept iff its
     partial rewards vary. Unscorable groups (the verifier abstained on every answer) are never kept.
     """
     kinds = group_kinds(correct, scorable)
@@ -220,7 +220,7 @@ def collect_batch(
             correct = torch.where(hinted[:, None], visible, correct)
             scorable = scorable | hinted[:, None]  # re-generated answers are scored without abstention
         repair = None
-        if feedback.enabled:  # judge repair of the all-wrong groups (ALGORITHMS.md 5.3)
+        if feedback.enabled:  # judge repair of the all-wrong groups (docs/algorithms.md §10.3)
             repair = repair_all_wrong(
                 judge,
                 visible,

@@ -595,7 +595,7 @@ class Trainer:
 
 def _update_time_by_kind(batch: TrainBatch, metrics: dict, group_size: int) -> dict:
     """``time/update_{kind}``: the update's time (and its old-policy passes) split over the kinds of the
-    batch's groups in proportion to their completion tokens (FRONTIER.md 0: compute per kind)."""
+    batch's groups in proportion to their completion tokens (docs/algorithms.md §5.4: compute per kind)."""
     if batch.kind is None or not len(batch.kind):
         return {}
     spent = metrics.get("time/update", 0.0) + metrics.get("time/old_logp", 0.0)

@@ -1,6 +1,6 @@
 """The policy update of one training step: old-policy pass, micro-batches, exact loss aggregation.
 
-ALGORITHMS.md 1.3-1.6. Each micro-batch adds its token-loss *sum* divided by the whole optimizer
+docs/algorithms.md §3-5. Each micro-batch adds its token-loss *sum* divided by the whole optimizer
 step's denominator (``aggregate_loss``), so gradient accumulation gives the same loss as one big batch.
 With several processes (distributed.py) the denominators are summed over processes, every process runs
 the same number of optimizer steps (a process without rows for one does a zero backward), and the
@@ -67,7 +67,7 @@ def _policy_token_loss(config: Config, logp: Tensor, old: Tensor, adv: Tensor, m
     if config.policy_loss == "cispo":
         loss, capped = cispo_loss(logp, old, adv, epsilon_high=config.epsilon_high)
         return loss, {"capped": capped}
-    if config.importance_sampling_level != "token":  # GSPO / GSPO-token (FRONTIER.md 6)
+    if config.importance_sampling_level != "token":  # GSPO / GSPO-token (docs/algorithms.md §3.3)
         loss, info = gspo_surrogate(
             logp,
             old,
@@ -173,7 +173,7 @@ class _NTHR:
             )
             if result is None:
                 continue
-            if thr.enabled:  # THR: every token of the group, by the sign of its influence (FRONTIER.md 1)
+            if thr.enabled:  # THR: every token of the group, by the sign of its influence (docs/algorithms.md §8)
                 scores = result.scores.cpu()
                 self.token_adv[rows], selected = thr_token_advantages(
                     scores,
@@ -337,7 +337,7 @@ def _optimizer_chunks(n: int, config: Config) -> list[list[Tensor]]:
 def _lld(
     config: Config, model, rollout: Rollout, before: Tensor, mask: Tensor, correct: Tensor, p: Tensor, dist: Dist
 ) -> dict:
-    """ALGORITHMS.md 2.2: a no-grad pass after the last optimizer step over the correct (and, with
+    """docs/algorithms.md §6.1: a no-grad pass after the last optimizer step over the correct (and, with
     ``lld.wrong``, the wrong) completions; their change of log-likelihood against ``before``, measured
     over the completions of every process."""
     t0 = time.perf_counter()
@@ -377,7 +377,7 @@ def policy_update(
     With one optimizer step per batch (``num_iterations = steps_per_generation = 1``) the training
     forward itself is the old policy: its detached log-probs are pi_old, NTHR runs on its logits and
     hidden states group by group before the loss, and LLD's "before" comes from it too, so neither
-    costs an extra forward pass. Otherwise a no-grad old-policy pass computes all three (ALGORITHMS.md 1.6).
+    costs an extra forward pass. Otherwise a no-grad old-policy pass computes all three (docs/algorithms.md §5.2).
     """
     rollout = batch.rollout.select(batch.rows)
     device = next(model.parameters()).device
@@ -463,7 +463,7 @@ def policy_update(
                         mb_adv = _rl_zvp(config, mb_adv, entropy.detach(), mb_mask, zvp[idx].to(device))
                     policy, clip = _policy_token_loss(config, logp, old, mb_adv, mb_mask)
                     off = mb.offpolicy.to(device) if mb.offpolicy is not None else None  # (b, T) hint tokens
-                    if off is not None and bool(off.any()):  # LUFFY's shaped loss, no ratio (FRONTIER.md 5)
+                    if off is not None and bool(off.any()):  # LUFFY's shaped loss, no ratio (docs/algorithms.md §11)
                         policy = torch.where(off, shaped_offpolicy_loss(logp, mb_adv, gamma=config.hint.gamma), policy)
                         clip = {k: v & ~off for k, v in clip.items()}
                     token_loss = policy

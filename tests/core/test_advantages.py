@@ -1,4 +1,4 @@
-"""Tests for neggrad.core.advantages: ALGORITHMS.md vectors 9.1 and 9.2, a slow reference, bad input."""
+"""Tests for neggrad.core.advantages: hand-computed vectors (docs/algorithms.md §2), a slow reference, bad input."""
 
 import math
 import random
@@ -14,7 +14,7 @@ R4 = [1.0, 1, 0, 0, 1, 0, 1, 0]  # four correct in eight
 
 
 def rows(*values: list[float]) -> torch.Tensor:
-    return torch.tensor(values, dtype=torch.float64)  # float64, as the spec's numpy script
+    return torch.tensor(values, dtype=torch.float64)  # float64, as the hand computation
 
 
 def assert_close(actual: torch.Tensor, expected, atol: float = 1e-6) -> None:
@@ -49,7 +49,7 @@ def reference_advantages(
     positive_weight: float = 0.1,
     correction: int = 1,
 ) -> list[list[float]]:
-    """Every estimator as the spec writes it, one group and one completion at a time."""
+    """Every estimator as docs/algorithms.md §2 writes it, one group and one completion at a time."""
     everything = [r for row in rewards for r in row]
     result = []
     for row, row_correct in zip(rewards, correct, strict=True):
@@ -159,7 +159,7 @@ def test_vector_9_1(method, options, r1_correct, r1_wrong, r4_correct, r4_wrong)
 
 
 def test_vector_9_1_population_std_rows_are_not_ours():
-    # The spec's "biased std" rows (numpy's default, used by GRPO-Zero and NGRPO's printed Eq. 6)
+    # The "biased std" values (numpy's default, used by GRPO-Zero and NGRPO's printed Eq. 6)
     # come out of the reference with correction=0; the library uses the unbiased std instead.
     correct = [[r > 0 for r in R1], [r > 0 for r in R4]]
     biased = reference_advantages([R1, R4], correct, "grpo", correction=0)
@@ -284,7 +284,7 @@ def test_bad_correct_is_refused():
 
 
 def test_abstaining_rewards_vector_9_2():
-    # FRONTIER.md 9.2 (TRL PR #5902): [1, None, 0, 0] -> GRPO [1.154699, 0, -0.577349, -0.577349],
+    # docs/algorithms.md §1.3 (TRL PR #5902): [1, None, 0, 0] -> GRPO [1.154699, 0, -0.577349, -0.577349],
     # RLOO [1, 0, -0.5, -0.5]
     rewards = torch.tensor([[1.0, 0.0, 0.0, 0.0], [1.0, 0.0, 1.0, 0.0], [0.0, 1.0, 0.0, 0.0]])
     scorable = torch.tensor([[1, 0, 1, 1], [1, 1, 1, 1], [0, 0, 0, 1]], dtype=torch.bool)

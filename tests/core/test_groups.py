@@ -1,11 +1,11 @@
-"""Tests for neggrad.core.groups: group kinds, zero-variance groups (vector 9.2) and success rate."""
+"""Tests for neggrad.core.groups: group kinds, with and without abstentions, and bad input."""
 
 import pytest
 import torch
 
-from neggrad.core.groups import group_kinds, success_rate, zero_variance_groups
+from neggrad.core.groups import group_kinds
 
-# Vector 9.2's groups: mixed [1,0,0,1], then Reinforce-Rej's dropped [0,0,0,0] and [1,1,1,1].
+# A mixed group, then the two zero-variance kinds.
 CORRECT = torch.tensor([[1, 0, 0, 1], [0, 0, 0, 0], [1, 1, 1, 1]], dtype=torch.bool)
 
 
@@ -22,17 +22,8 @@ def test_group_kinds_partition_every_group():
     assert torch.equal(sum(mask.long() for mask in kinds.values()), torch.ones(50, dtype=torch.long))
 
 
-def test_vector_9_2_zero_variance_groups_are_dropped():
-    assert zero_variance_groups(CORRECT).tolist() == [False, True, True]
-
-
-def test_success_rate():
-    # p = N+ / G: 2/4, 0/4, 4/4.
-    assert success_rate(CORRECT).tolist() == [0.5, 0.0, 1.0]
-
-
-@pytest.mark.parametrize("function", [group_kinds, zero_variance_groups, success_rate])
-def test_bad_input_is_refused(function):
+def test_bad_input_is_refused():
+    function = group_kinds
     with pytest.raises(ValueError, match=r"shape \(P, G\) with G >= 2"):
         function(torch.ones(4, dtype=torch.bool))
     with pytest.raises(ValueError, match=r"shape \(P, G\) with G >= 2"):
@@ -42,7 +33,7 @@ def test_bad_input_is_refused(function):
 
 
 def test_abstained_answers_leave_the_kind_of_their_group():
-    # FRONTIER.md 9.2: abstentions (verifier timeouts) do not count; no scorable answer: unscorable
+    # docs/algorithms.md §1.3: abstentions (verifier timeouts) do not count; no scorable answer: unscorable
     correct = torch.tensor([[1, 0, 1, 1], [0, 0, 1, 0], [0, 0, 0, 0], [1, 0, 0, 1]], dtype=torch.bool)
     scorable = torch.tensor([[1, 0, 1, 1], [1, 1, 0, 1], [0, 0, 0, 0], [1, 1, 1, 1]], dtype=torch.bool)
     kinds = group_kinds(correct, scorable)

@@ -1,4 +1,4 @@
-"""FRONTIER.md test vector 5: the hint ladder and LUFFY's shaped loss."""
+"""Hand-computed values for docs/algorithms.md §11: the hint ladder and LUFFY's shaped loss."""
 
 import pytest
 import torch

@@ -1,4 +1,4 @@
-"""Tests for neggrad.core.losses: ALGORITHMS.md vectors 9.4, 9.5 and 9.6, slow references, bad input."""
+"""Tests for neggrad.core.losses: hand-computed vectors (docs/algorithms.md §3-4, §16), slow references, bad input."""
 
 import math
 import random
@@ -209,7 +209,7 @@ def test_empty_row_contributes_nothing():
 
 
 def reference_aggregate(token_loss: list[list[float]], mask: list[list[bool]], loss_type: str, length: int) -> float:
-    """ALGORITHMS.md 1.5 as written, one completion and one token at a time."""
+    """docs/algorithms.md §4 as written, one completion and one token at a time."""
     sums, counts = [], []
     for losses, valid in zip(token_loss, mask, strict=True):
         kept = [value for value, v in zip(losses, valid, strict=True) if v]

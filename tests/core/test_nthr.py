@@ -1,4 +1,4 @@
-"""NTHR scores, threshold and selection: ALGORITHMS.md 9.7 worked example and a slow double-loop reference."""
+"""NTHR scores, threshold and selection: a worked example (docs/algorithms.md §7) and a slow double-loop reference."""
 
 import math
 
@@ -8,7 +8,7 @@ import torch
 from neggrad.core.advantages import group_advantages
 from neggrad.core.nthr import eta_from_rule, influence_scores, nthr_group, scale_token_advantages
 
-# ALGORITHMS.md 9.7: pi_old next-token distributions q and hidden states h per prefix state.
+# The worked example: pi_old next-token distributions q and hidden states h per prefix state.
 Q = {
     "S0": [0.50, 0.10, 0.30, 0.10],
     "S1": [0.10, 0.70, 0.10, 0.10],
@@ -121,7 +121,7 @@ def test_group_b_two_correct_eta_zero():
 
 
 def test_eta_rules():
-    # ALGORITHMS.md 9.7: eta = 2|0.5 - p| for G = 8, N+ = 1..7
+    # App. 7.3's eta = 2|0.5 - p| for G = 8, N+ = 1..7
     assert [eta_from_rule("2|0.5-p|", k / 8) for k in range(1, 8)] == pytest.approx(
         [0.75, 0.5, 0.25, 0, 0.25, 0.5, 0.75]
     )

@@ -1,4 +1,4 @@
-"""Partial rewards of ALGORITHMS.md 5.2 against the hand-computed vectors of spec 9.9."""
+"""Partial rewards of docs/algorithms.md §10.2 against hand-computed vectors."""
 
 import math
 
@@ -30,7 +30,7 @@ def test_step_fraction_refuses_impossible_steps(k, n):
 
 
 def _spec_group() -> torch.Tensor:
-    # spec 9.9: (k, n) = (1,4), (3,4), (4,4), failure -> f 0, 0.5, 0.75, - -> [0.003346, 0.25, 0.462071, 0]
+    # (k, n) = (1,4), (3,4), (4,4), failure -> f 0, 0.5, 0.75, - -> [0.003346, 0.25, 0.462071, 0]
     fraction = step_fraction(torch.tensor([1, 3, 4, 1]), torch.tensor([4, 4, 4, 1]))
     failed = torch.tensor([False, False, False, True])
     return judged_rewards(fraction, failed).view(1, 4)  # (P=1, G=4), unrounded float64

@@ -1,4 +1,4 @@
-"""Tests for neggrad.core.shaping: reward schemes and ALGORITHMS.md vector 9.3 (soft overlong penalty)."""
+"""Tests for neggrad.core.shaping: reward schemes and DAPO's soft overlong penalty (docs/algorithms.md §5.3)."""
 
 import pytest
 import torch

@@ -1,4 +1,4 @@
-"""LLD metrics on ALGORITHMS.md 9.8's vector and on success-rate bins."""
+"""LLD metrics (docs/algorithms.md §6.1) on a hand-computed vector and on success-rate bins."""
 
 import pytest
 import torch

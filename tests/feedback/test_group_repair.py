@@ -9,7 +9,7 @@ import torch
 
 from neggrad.config import build_config
 from neggrad.core.partial_reward import partial_reward
-from neggrad.feedback.judge import JudgeRequest
+from neggrad.feedback.judge import JudgeRequest, none_wrong
 from neggrad.feedback.oracle import OracleJudge
 from neggrad.feedback.repair import FeedbackStats, repair_all_wrong, safe_judge
 from neggrad.metrics import METRICS
@@ -157,6 +157,26 @@ def test_safe_judge_rejects_impossible_verdicts():
 
     requests = [JudgeRequest("Q: 1+2=", "", ("1+2=3", "A: 3"))] * 2
     assert [v.reason for v in safe_judge(Liar(), requests)] == ["judge returned the wrong number of verdicts"] * 2
+
+
+def test_a_judge_that_finds_nothing_wrong_in_an_empty_answer_fails_that_answer_only():
+    class Lenient:
+        name = "lenient"
+
+        def judge(self, requests):
+            return [none_wrong(len(r.steps)) for r in requests]
+
+    completions = ["1+2=3, 3+4=8. A: 8", "  \n", "1+2=4, 4+4=8. A: 8", ""]  # answers 2 and 4 have no step
+    stats = FeedbackStats()
+    cfg = build_config({}, []).feedback
+    repair = repair_all_wrong(
+        Lenient(), torch.zeros(1, G, dtype=torch.bool), ["Q: 1+2+4="], ["1+2=3, 3+4=7. A: 7"], completions,
+        cfg=cfg, reward_scheme="binary", stats=stats,
+    )  # fmt: skip
+    top = partial_reward(torch.tensor([2 / 3]), beta=cfg.beta, gamma=cfg.gamma, scale=cfg.scale).item()
+    assert repair.rewards[0].tolist() == pytest.approx([top, 0.0, top, 0.0])  # none wrong: k = n; no steps: 0
+    assert [v.reason for v in stats.verdicts] == [None, "the response has no steps", None, "the response has no steps"]
+    assert stats.metrics()["feedback/failed"] == 2 and bool(repair.varies[0])
 
 
 def test_a_tiny_run_with_the_http_judge_writes_metrics_and_never_the_key(stub, tmp_path, monkeypatch):

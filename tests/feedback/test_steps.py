@@ -1,8 +1,8 @@
-"""Step splitting rules of ALGORITHMS.md 5.1 and their config errors."""
+"""Step splitting rules of docs/algorithms.md §10.1 and their config errors."""
 
 import pytest
 
-from neggrad.config import ConfigError, build_config
+from neggrad.config import ConfigError, FeedbackConfig, build_config
 from neggrad.feedback.steps import check_rule, split_response
 
 
@@ -44,9 +44,25 @@ def test_bad_rules_are_refused(rule, message):
         build_config({"feedback": {"step_split": rule}})
 
 
-def test_feedback_config_errors_name_the_key():
+def test_step_split_follows_the_task_unless_set():
+    # the oracle judge on the testbed needs no other key: the testbed's rule is the default there
+    cfg = build_config({}, ["feedback.enabled=true"])
+    assert cfg.feedback.judge == "oracle" and cfg.feedback.step_split == "testbed"
+    # so do hints and LLDS's step gate, which cut with the same rule
+    assert build_config({}, ["zero_variance.all_wrong=judge"]).feedback.step_split == "testbed"
+    assert build_config({}, ["llds.enabled=true", "num_iterations=2"]).feedback.step_split == "testbed"
+    # an explicit rule is kept, and refused where the oracle cannot read it
+    assert build_config({}, ["feedback.step_split=regex:;"]).feedback.step_split == "regex:;"
     with pytest.raises(ConfigError, match="needs feedback.step_split: testbed"):
-        build_config({}, ["feedback.enabled=true"])  # oracle with the default 'lines' rule
+        build_config({}, ["feedback.enabled=true", "feedback.step_split=lines"])
+    # prose (word problems, data sets): one step per line
+    for task in ("word_problems", "data"):
+        feedback = FeedbackConfig()
+        feedback.resolve_step_split(task)
+        assert feedback.step_split == "lines"
+
+
+def test_feedback_config_errors_name_the_key():
     with pytest.raises(ConfigError, match="feedback.local.name_or_path"):
         build_config({}, ["feedback.enabled=true", "feedback.judge=local"])
     with pytest.raises(ConfigError, match="feedback.http.base_url and feedback.http.model"):

@@ -1,4 +1,4 @@
-"""The strict verdict parser and the prompt template of ALGORITHMS.md 5.1."""
+"""The strict verdict parser and the prompt template of docs/algorithms.md §10.1."""
 
 import pytest
 

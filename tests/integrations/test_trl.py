@@ -97,7 +97,7 @@ def grpo_args(tmp_path, **overrides) -> GRPOConfig:
 def ngrpo_nthr_feedback() -> tuple[NeggradConfig, dict]:
     ours, grpo_kwargs = preset("ngrpo")
     ours.nthr = NTHRConfig(enabled=True, beta=0.0)  # beta 0: every positive score is selected, so some are
-    ours.feedback = FeedbackConfig(enabled=True, judge="oracle", step_split="testbed")
+    ours.feedback = FeedbackConfig(enabled=True, judge="oracle")  # step_split: the oracle's testbed rule
     return ours, grpo_kwargs
 
 
@@ -126,6 +126,12 @@ def test_preset_maps_method_keys():
     }
     with pytest.raises(ValueError, match="zero_std"):
         preset("reinforce_rej")
+
+
+def test_the_judges_step_rule_follows_the_judge_unless_set():
+    assert NeggradConfig(feedback={"enabled": True}).feedback.step_split == "testbed"  # the oracle: testbed answers
+    assert NeggradConfig(feedback={"judge": "http"}).feedback.step_split == "lines"
+    assert NeggradConfig(feedback={"step_split": "regex:;"}).feedback.step_split == "regex:;"
 
 
 def test_nthr_needs_a_group_estimator():

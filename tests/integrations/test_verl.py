@@ -39,7 +39,7 @@ def verl_batch(scores: list[float], uids: list[str], length: int = 5) -> tuple[t
 
 
 def test_ngrpo_with_verls_signature_on_interleaved_groups():
-    # ALGORITHMS.md 9.1, R1 = [1, 0, 0, 0, 0, 0, 0, 0]: NGRPO gives 1.763830 to the correct one, -0.503951 to the rest.
+    # R1 = [1, 0, 0, 0, 0, 0, 0, 0] (as in tests/core): NGRPO gives 1.763830 to the correct one, -0.503951 to the rest.
     # verl's batch need not keep a group together: rows alternate between prompts "a" and "b" here.
     r1 = [1.0] + [0.0] * 7
     r4 = [1.0, 1.0, 0.0, 0.0, 1.0, 0.0, 1.0, 0.0]
@@ -58,7 +58,7 @@ def test_ngrpo_with_verls_signature_on_interleaved_groups():
 
 
 def test_grpo_follows_norm_adv_by_std_in_grpo():
-    # Dr. GRPO on R1: 1 - 0.125 = 0.875 and -0.125 (ALGORITHMS.md 9.1), when verl's config says not to scale
+    # Dr. GRPO on R1: 1 - 0.125 = 0.875 and -0.125 (as in tests/core), when verl's config says not to scale
     rewards, mask = verl_batch([1.0] + [0.0] * 7, ["p"] * 8)
     fn = neggrad_verl.ADV_ESTIMATORS["neggrad_grpo"]
     adv, _ = fn(rewards, mask, np.array(["p"] * 8, dtype=object), config={"norm_adv_by_std_in_grpo": False})
@@ -67,7 +67,7 @@ def test_grpo_follows_norm_adv_by_std_in_grpo():
 
 
 def test_w_reinforce_reads_correctness_from_the_score():
-    # correctness [1, 0, 0, 1] -> +0.1 / -1 (ALGORITHMS.md 9.2)
+    # correctness [1, 0, 0, 1] -> +0.1 / -1 (W-REINFORCE, docs/algorithms.md §2)
     rewards, mask = verl_batch([1.0, 0.0, 0.0, 1.0], ["p"] * 4)
     fn = neggrad_verl.ADV_ESTIMATORS["neggrad_w_reinforce"]
     adv, _ = fn(token_level_rewards=rewards, response_mask=mask, config=None, index=np.array(["p"] * 4))
@@ -81,7 +81,7 @@ def test_split_groups_are_refused():
 
 
 def loss_inputs():
-    # ALGORITHMS.md 9.4 rows (eps 0.2 / 0.28): rho 1.5, A 1 -> -1.28 (high clip); rho 0.7, A -1 -> 0.8 (low clip);
+    # as in tests/core (eps 0.2 / 0.28): rho 1.5, A 1 -> -1.28 (high clip); rho 0.7, A -1 -> 0.8 (low clip);
     # rho 4, A -1 -> 4.0, or 3.0 under dual clip 3; the second row's last token is padding.
     ratio = torch.tensor([[1.5, 0.7, 4.0], [1.0, 1.2, 9.0]])
     adv = torch.tensor([[1.0, -1.0, -1.0], [1.0, 1.0, 1.0]])

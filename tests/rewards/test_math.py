@@ -98,7 +98,7 @@ def test_pathological_answers_time_out_score_zero_and_workers_are_replaced():
         assert timeout <= elapsed < timeout + 2.0
         assert verifier.timeouts == 2
         assert len(set(verifier.pool.pids) - set(pids)) == 2  # both stuck workers were killed and replaced
-        # training asks again: a timeout is an abstention (None), a wrong answer stays False (FRONTIER.md 9.3)
+        # training asks again: a timeout is an abstention (None), a wrong answer stays False (docs/algorithms.md §1.3)
         again = verifier.score_or_abstain([r"\boxed{10000000!}", r"\boxed{6}", "no answer"], ["5", "7", "7"])
         assert again == [None, False, False]
         assert verifier.score([r"\boxed{\frac{1}{2}}"], ["0.5"]) == [True]  # the fresh workers verify

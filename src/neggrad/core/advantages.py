@@ -1,8 +1,8 @@
 """Sequence advantages from a group's rewards or correctness: GRPO, RLOO, NGRPO and the unnormalised baselines.
 
 Every estimator maps a (P, G) tensor, one row per prompt's group of G completions, to (P, G)
-advantages, one scalar per completion that the trainer broadcasts over its tokens (ALGORITHMS.md
-1.2). ``group_advantages`` is the entry point; ``ESTIMATORS`` names the functions it dispatches to.
+advantages, one scalar per completion that the trainer broadcasts over its tokens
+(docs/algorithms.md §2). ``group_advantages`` is the entry point; ``ESTIMATORS`` names the functions it dispatches to.
 """
 
 import inspect
@@ -17,7 +17,7 @@ def _centred(values: Tensor) -> Tensor:
     """(P, N) values minus their row mean, exactly 0 in rows whose values are all equal.
 
     A row of equal floats can have a mean that differs from them by rounding (three times 0.1 in
-    float32); the mask keeps the promise of ALGORITHMS.md 1.2 that equal rewards give exactly 0.
+    float32); the mask keeps the promise of docs/algorithms.md §2 that equal rewards give exactly 0.
     """
     flat = (values == values[:, :1]).all(dim=1, keepdim=True)  # (P, 1)
     return (values - values.mean(dim=1, keepdim=True)).masked_fill(flat, 0.0)  # (P, N)
@@ -83,7 +83,7 @@ def ngrpo_advantages(
     still gets 0.
 
     Deviation: the std is unbiased over the G + num_virtual values, as the authors' code and Fig. 3;
-    the printed Eq. 6 is the population form [neggrad choice, ALGORITHMS.md 4].
+    the printed Eq. 6 is the population form [neggrad choice, docs/algorithms.md §2].
 
     Args:
         rewards: (P, G) float.
@@ -153,7 +153,7 @@ def raft_advantages(correct: Tensor) -> Tensor:
     """RAFT: A = 1 on correct completions, 0 on wrong ones (rejection-sampling fine-tuning).
 
     RAFT / RAFT++ (Xiong et al. 2025, arXiv:2504.11343; official code). Wrong rows stay in the batch
-    with A = 0, as in the official code [neggrad choice, ALGORITHMS.md 6], so they count in the
+    with A = 0, as in the official code [neggrad choice, docs/algorithms.md §2], so they count in the
     denominators.
 
     Args:
@@ -215,10 +215,10 @@ def group_advantages(
 
     The estimators and their papers are the functions of ``ESTIMATORS``. Each receives the inputs
     its signature names: ``rewards`` for grpo, rloo, ngrpo and reinforce_rej; the binary
-    ``correct`` for psr, nsr, w_reinforce and raft, which ignore shaped rewards (ALGORITHMS.md 6).
+    ``correct`` for psr, nsr, w_reinforce and raft, which ignore shaped rewards (docs/algorithms.md §2).
     Hyperparameters an estimator does not read are ignored, except two that would silently change
     nothing: ``clamp_negative_advantages`` and ``scale_rewards != "group"`` are refused on any
-    method but grpo [neggrad choice, spec 7.1].
+    method but grpo [neggrad choice, docs/algorithms.md §14].
 
     Args:
         rewards: (P, G) float rewards, one row per prompt's group of G >= 2 completions.
@@ -227,7 +227,7 @@ def group_advantages(
         scale_rewards, eps, clamp_negative_advantages: see ``grpo_advantages`` (eps also NGRPO's).
         num_virtual, virtual_reward: see ``ngrpo_advantages``.
         positive_weight: see ``w_reinforce_advantages``.
-        scorable: (P, G) bool, False where the verifier abstained (FRONTIER.md 9.2, as TRL's ``None``
+        scorable: (P, G) bool, False where the verifier abstained (docs/algorithms.md §1.3, as TRL's ``None``
             rewards): such answers are left out of their group's statistics (mean, std, RLOO's
             leave-one-out baseline: the estimator runs on the scorable answers alone) and get
             advantage 0; a group with fewer than 2 scorable answers gets 0 throughout.
@@ -286,11 +286,11 @@ def group_advantages(
 
 
 def trained_rows(correct: Tensor, *, method: str) -> Tensor:
-    """Which completions enter the loss and its denominators (S and the token count of ALGORITHMS.md 1.5).
+    """Which completions enter the loss and its denominators (S and the token count of docs/algorithms.md §4).
 
     PSR trains on correct completions only and NSR on wrong ones only; their dropped rows leave the
     denominators (Zhu et al. 2025, arXiv:2506.01347, official code). Every other method trains on
-    every row, including RAFT's wrong rows at A = 0 and Pos Only's clamped ones (ALGORITHMS.md 6).
+    every row, including RAFT's wrong rows at A = 0 and Pos Only's clamped ones (docs/algorithms.md §2).
 
     Args:
         correct: (P, G) bool verifier outcomes.

@@ -16,7 +16,7 @@ from torch import Tensor
 def uniform_hash(seed: int, step: int, prompt_uid: str, sample_idx: int) -> float:
     """u in [0, 1): the first 8 bytes of sha256("{seed}:{step}:{prompt_uid}:{sample_idx}") / 2^64.
 
-    Independent of the response and identical after a resume (FRONTIER.md 7) [neggrad choice].
+    Independent of the response and identical after a resume (docs/algorithms.md §12) [neggrad choice].
     """
     digest = hashlib.sha256(f"{seed}:{step}:{prompt_uid}:{sample_idx}".encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64
@@ -33,8 +33,3 @@ def random_rewards(seed: int, step: int, prompt_uids: list[str], num_generations
         dtype=torch.float64,
     )
     return u < rate
-
-
-def zero_variance_share(rate: float, num_generations: int) -> float:
-    """Expected fraction of groups whose coin flips are all equal: q^G + (1 - q)^G."""
-    return rate**num_generations + (1.0 - rate) ** num_generations

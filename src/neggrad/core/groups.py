@@ -1,8 +1,8 @@
-"""Group bookkeeping on binary correctness: shape checks, group kinds, success rate.
+"""Group bookkeeping on binary correctness: shape checks and group kinds.
 
-A group is the G completions of one prompt, one row of a (P, G) tensor (ALGORITHMS.md 1.1). Group
+A group is the G completions of one prompt, one row of a (P, G) tensor (docs/algorithms.md §1.1). Group
 kinds, filters and success rates read the verifier's binary correctness ``c``, never a shaped
-reward, so a length penalty cannot make an all-wrong group look mixed [neggrad choice, spec 1.1].
+reward, so a length penalty cannot make an all-wrong group look mixed [neggrad choice, docs/algorithms.md §1.1].
 """
 
 import torch
@@ -12,7 +12,7 @@ from torch import Tensor
 def check_groups(values: Tensor, *, name: str) -> None:
     """Raise ValueError unless ``values`` is (P, G) with G >= 2, one row per prompt's group.
 
-    Groups are never split and G >= 2 is required (ALGORITHMS.md 1.2), so a lone completion never
+    Groups are never split and G >= 2 is required (docs/algorithms.md §2), so a lone completion never
     reaches a group statistic.
     """
     if values.ndim != 2 or values.shape[1] < 2:
@@ -38,13 +38,13 @@ def check_correct(correct: Tensor, *, shape: torch.Size | None = None) -> None:
 
 
 KINDS = ("all_correct", "all_wrong", "mixed", "unscorable")
-"""The group kinds of :func:`group_kinds`, in its order (FRONTIER.md 0)."""
+"""The group kinds of :func:`group_kinds`, in its order (docs/algorithms.md §5.4)."""
 
 
 def group_kinds(correct: Tensor, scorable: Tensor | None = None) -> dict[str, Tensor]:
     """Classify each group as all-correct, all-wrong, mixed or unscorable by its binary correctness.
 
-    ALGORITHMS.md 1.1 and 7.3; FRONTIER.md 0 and 9.2. Answers the verifier abstained on (``scorable``
+    docs/algorithms.md §1.1, §1.3, §5.1 and §5.4. Answers the verifier abstained on (``scorable``
     False: a timeout) are left out of their group's kind, and a group with no scorable answer is
     ``unscorable``. The four masks are disjoint and cover every group.
 
@@ -68,37 +68,3 @@ def group_kinds(correct: Tensor, scorable: Tensor | None = None) -> dict[str, Te
         "mixed": ~(all_correct | all_wrong | unscorable),
         "unscorable": unscorable,
     }
-
-
-def zero_variance_groups(correct: Tensor) -> Tensor:
-    """Groups whose correctness does not vary (all-correct or all-wrong): GRPO gives them zero advantage.
-
-    This is the ``group_filter: zero_std`` test of DAPO's dynamic sampling (Yu et al. 2025,
-    arXiv:2503.14476, Sec. 3.2) and Reinforce-Rej (Xiong et al. 2025, arXiv:2504.11343), judged on
-    correctness rather than on shaped rewards [neggrad choice, ALGORITHMS.md 7.3]. A judge-repaired
-    all-wrong group is the one exception there; the caller handles it from the partial rewards.
-
-    Args:
-        correct: (P, G) bool verifier outcomes.
-
-    Returns:
-        (P,) bool, True where the group is all-correct or all-wrong.
-    """
-    check_correct(correct)
-    return correct.all(dim=1) | ~correct.any(dim=1)  # (P,)
-
-
-def success_rate(correct: Tensor) -> Tensor:
-    """Fraction p = N+/G of correct completions in each group (ALGORITHMS.md 1.1).
-
-    NTHR's eta and the LLD bins use this p over the G real completions; NGRPO's virtual sample is
-    never counted [neggrad choice, spec 3.2].
-
-    Args:
-        correct: (P, G) bool verifier outcomes.
-
-    Returns:
-        (P,) float in [0, 1].
-    """
-    check_correct(correct)
-    return correct.float().mean(dim=1)  # (P,)

@@ -1,6 +1,6 @@
 """LLDS: likelihood-displacement suppression, a loss that pushes back up what an update pushed down.
 
-Deng et al. 2025, arXiv:2512.04220 v2, Sec. 5.5, Eq. 4-6, App. B.3 Eq. 9-10 (FRONTIER.md 2). For responses
+Deng et al. 2025, arXiv:2512.04220 v2, Sec. 5.5, Eq. 4-6, App. B.3 Eq. 9-10 (docs/algorithms.md §13). For responses
 with A_i >= 0 (Ypre: correct and zero-advantage ones), with Delta_{i,t} = old_logp - logp (> 0: the
 likelihood fell since the rollout):
 
@@ -63,7 +63,7 @@ def llds_token_loss(
 
 
 def action_ids(mask: Tensor) -> Tensor:
-    """(B, T) long id of the maximal run of ``mask`` tokens each position belongs to (FRONTIER.md 2: an
+    """(B, T) long id of the maximal run of ``mask`` tokens each position belongs to (docs/algorithms.md §13: an
     action is one model turn between tool outputs). Positions outside the mask carry the id of the run
     before them (they are never gated). Single-turn responses are one action: the response gate."""
     on = mask.bool()

@@ -9,7 +9,7 @@ from torch import Tensor
 def token_logprobs(logits: Tensor, token_ids: Tensor, *, temperature: float = 1.0) -> Tensor:
     """Log-probability of each given token under ``softmax(logits / temperature)``.
 
-    The rollout temperature is applied (ALGORITHMS.md 1.1), as TRL and verl do, so that the
+    The rollout temperature is applied (docs/algorithms.md §1.1), as TRL and verl do, so that the
     old-policy log-probs match the distribution the completions were sampled from.
 
     Args:

@@ -2,7 +2,7 @@
 
 Shapes: B = P * G completions, T completion tokens, V vocabulary. Token losses are (B, T); the
 trainer adds ``beta * kl_penalty`` and subtracts ``entropy_coef * token_entropy`` per token, then
-``aggregate_loss`` reduces one micro-batch by the whole step's denominators (ALGORITHMS.md 1.3-1.5).
+``aggregate_loss`` reduces one micro-batch by the whole step's denominators (docs/algorithms.md §3-4).
 """
 
 import torch
@@ -52,7 +52,7 @@ def clipped_surrogate(
         dual_clip: c > 1 for the dual clip, or None for off.
 
     Returns:
-        (B, T) token losses, and the (B, T) bool clip events of ALGORITHMS.md 1.3: "low" (A < 0 and
+        (B, T) token losses, and the (B, T) bool clip events of docs/algorithms.md §3.1: "low" (A < 0 and
         rho < 1 - epsilon), "high" (A > 0 and rho > 1 + epsilon_high), "dual" (the dual clip binds).
     """
     _check_same_shape(logp=logp, old_logp=old_logp, token_adv=token_adv)
@@ -122,7 +122,7 @@ def kl_penalty(logp: Tensor, ref_logp: Tensor, *, estimator: str = "k3") -> Tens
     """Per-token estimate of KL(pi_theta || pi_ref) from the sampled tokens' log-probs.
 
     Schulman 2020, "Approximating KL Divergence" (joschu.net/blog/kl-approx.html): k1, k2, k3;
-    GRPO adds k3 to the loss (Shao et al. 2024, arXiv:2402.03300, Eq. 4). ALGORITHMS.md 1.4: KL is a
+    GRPO adds k3 to the loss (Shao et al. 2024, arXiv:2402.03300, Eq. 4). docs/algorithms.md §3.2: KL is a
     loss term, l_t += beta * kl_t, aggregated like the policy loss.
 
     Deviation: the k3 exponent is clamped to [-20, 20] but its value is not [neggrad choice, as TRL;
@@ -147,7 +147,7 @@ def token_entropy(logits: Tensor) -> Tensor:
 
     H = -sum_v p_v log p_v, from ``log_softmax`` so large logits do not overflow. Logits of -inf (a
     banned token) give p = 0 and add nothing, with finite gradients. Pass temperature-scaled logits
-    (ALGORITHMS.md 1.1). Half-precision logits are computed in float32, which holds a (B, T, V) copy.
+    (docs/algorithms.md §1.1). Half-precision logits are computed in float32, which holds a (B, T, V) copy.
 
     Args:
         logits: (B, T, V).
@@ -166,8 +166,8 @@ LOSS_TYPES = ("grpo", "dapo", "dr_grpo", "seq_sum")
 def step_denominators(mask: Tensor) -> tuple[int, int]:
     """The optimizer step's loss denominators: S, completions with a valid token, and the token count.
 
-    Compute them once over every micro-batch of the step before the first backward (ALGORITHMS.md
-    1.5); under data parallelism, sum each over processes.
+    Compute them once over every micro-batch of the step before the first backward
+    (docs/algorithms.md §4); under data parallelism, sum each over processes.
 
     Args:
         mask: (B, T) bool or 0/1 completion mask of the whole step, trained rows only.
@@ -190,7 +190,7 @@ def aggregate_loss(
 ) -> Tensor:
     """One micro-batch's share of the step's loss: its masked sum over the whole step's denominator.
 
-    ALGORITHMS.md 1.5, with n_i the valid tokens of completion i, S = ``num_sequences`` and
+    docs/algorithms.md §4, with n_i the valid tokens of completion i, S = ``num_sequences`` and
     L = ``max_completion_length``:
         grpo     (1/S) sum_i (1/n_i) sum_t l_it   (Shao et al. 2024, arXiv:2402.03300, Eq. 3)
         dapo     sum_i sum_t l_it / sum_i n_i     (Yu et al. 2025, arXiv:2503.14476, Sec. 3.3)

@@ -1,7 +1,7 @@
 """NTHR: Negative Token Hidden Reward, which keeps the penalty off wrong-answer tokens that hurt right answers.
 
 Deng et al. 2025, "On the Effect of Negative Gradient in Group Relative Deep Reinforcement
-Optimization", arXiv:2505.18830, Sec. 5, Alg. 1, App. 7.3-7.4; ALGORITHMS.md section 3.
+Optimization", arXiv:2505.18830, Sec. 5, Alg. 1, App. 7.3-7.4; docs/algorithms.md §7.
 
 Pushing down token t of a wrong response lowers the log-probability of token u of a correct
 response by an amount proportional to ``<g_u, g_t> * <h_u, h_t>`` (Cor. 4.5), with
@@ -56,7 +56,7 @@ def eta_from_rule(rule: str | float, success_rate: float) -> float:
     """The advantage factor of selected tokens for a group with success rate p (App. 7.3).
 
     ``"2|0.5-p|"`` (the paper's default) scales the penalty down most for groups near p = 0.5;
-    ``"1-p"``, ``"p"`` or a constant in [0, 1) are the alternatives ALGORITHMS.md 3.2 allows.
+    ``"1-p"``, ``"p"`` or a constant in [0, 1) are the alternatives docs/algorithms.md §7.2 allows.
     """
     if isinstance(rule, (int, float)):
         return float(rule)
@@ -96,7 +96,7 @@ def influence_scores(
     """``s_t = g_t^T M h_t`` with ``M = sum_{u in anchor} g_u h_u^T``, for every query token t.
 
     Cor. 4.5 / Eq. 7 of arXiv:2505.18830, computed without the (anchor x query) pair matrix
-    (ALGORITHMS.md 3.3): for each block of vocabulary columns c, ``M_c = onehot_c(y_a)^T H_a - Q_ac^T H_a``
+    (docs/algorithms.md §7.3): for each block of vocabulary columns c, ``M_c = onehot_c(y_a)^T H_a - Q_ac^T H_a``
     over anchor tokens, then ``s_t += M_c[y_t] . h_t - q_tc . (M_c h_t)`` over query tokens. ``q`` is
     sliced to ``vocab``, never renormalised, so ``vocab`` = the group's token ids is the paper's
     approximation (App. 7.4) and ``vocab = None`` (all V columns) is the exact form.
@@ -114,7 +114,7 @@ def influence_scores(
         vocab: (K,) vocabulary ids the gradient g is restricted to, or None for all V. A token whose
             id is not in ``vocab`` only loses its one-hot term.
         lse: (G, T) logsumexp of ``logits / temperature`` over V, if already known.
-        temperature: sampling temperature (ALGORITHMS.md 1.1: q at the rollout temperature).
+        temperature: sampling temperature (docs/algorithms.md §1.1: q at the rollout temperature).
         chunk_tokens: token block size c_T.
         chunk_vocab: vocabulary block size c_V.
 
@@ -177,7 +177,7 @@ def nthr_group(
 
     tau = beta * min_{correct i} mean_{u in y_i} s_u. A wrong-response token is selected iff
     s_t > tau (strict). ``beta = -inf`` selects every wrong token. With ``anchor_include_self=False``,
-    response i's own tokens leave M when its mean is taken (ALGORITHMS.md 3.2). Groups with no
+    response i's own tokens leave M when its mean is taken (docs/algorithms.md §7.2). Groups with no
     correct or no wrong response are left untouched (None) [neggrad choice].
 
     Args:

@@ -1,9 +1,9 @@
-"""Partial rewards for wrong answers from a judge's first wrong step (ALGORITHMS.md 5.2).
+"""Partial rewards for wrong answers from a judge's first wrong step (docs/algorithms.md §10.2).
 
 SGPO (Chen et al. 2025, "Stepwise Guided Policy Optimization", arXiv:2505.11595) gives the wrong
 answers of an all-wrong group graded rewards from the share of the answer before its first wrong
 step, through a logistic function with constants beta and gamma. The paper prints no formula, so the
-exact form below is [neggrad choice, ALGORITHMS.md 5.2]:
+exact form below is [neggrad choice, docs/algorithms.md §10.2]:
 
     f = (k - 1) / n                 (k = n when the judge finds no wrong step in a verifier-wrong answer)
     r = scale * sigmoid(beta * (f - gamma))          (a failed judgement gives r = 0)
@@ -16,7 +16,7 @@ from torch import Tensor
 def step_fraction(first_wrong: Tensor, num_steps: Tensor) -> Tensor:
     """f = (k - 1) / n: the share of an answer's n steps written before its first wrong step k.
 
-    ALGORITHMS.md 5.2 [neggrad choice; SGPO, arXiv:2505.11595]. A judge that finds no wrong step in an
+    docs/algorithms.md §10.2 [neggrad choice; SGPO, arXiv:2505.11595]. A judge that finds no wrong step in an
     answer the verifier marks wrong is read as k = n (the answer fails only at its end): pass ``n`` as
     ``first_wrong`` for those rows.
 
@@ -38,7 +38,7 @@ def step_fraction(first_wrong: Tensor, num_steps: Tensor) -> Tensor:
 def partial_reward(fraction: Tensor, *, beta: float = 10.0, gamma: float = 0.5, scale: float = 0.5) -> Tensor:
     """r = scale * sigmoid(beta * (f - gamma)): a wrong answer's reward from how far it got.
 
-    ALGORITHMS.md 5.2 [neggrad choice; SGPO, Chen et al. 2025, arXiv:2505.11595, "logistic function
+    docs/algorithms.md §10.2 [neggrad choice; SGPO, Chen et al. 2025, arXiv:2505.11595, "logistic function
     with beta and gamma"]. With the defaults, f = 0 gives 0.003346, f = gamma gives scale / 2 = 0.25
     and r stays below ``scale`` <= 1, so a wrong answer always stays below a correct one (reward 1).
     The scale cancels under std-normalised GRPO but not under Dr. GRPO, RLOO or NGRPO.
@@ -66,7 +66,7 @@ def judged_rewards(
 ) -> Tensor:
     """Rewards that replace those of an all-wrong group's answers after the judge has read them.
 
-    ``partial_reward`` where the judge gave a verdict, 0 where it failed (ALGORITHMS.md 5.2). Under
+    ``partial_reward`` where the judge gave a verdict, 0 where it failed (docs/algorithms.md §10.2). Under
     the ``pm1`` reward scheme the value is mapped to -1 + 2r, between wrong (-1) and correct (+1), so a
     failed judgement keeps the answer's -1.
 

@@ -1,7 +1,7 @@
 """Rewards from binary correctness (the reward scheme) and DAPO's soft overlong penalty.
 
 Shaping changes the reward r fed to the advantage only; group kinds, filters, NTHR and accuracy
-keep reading the binary correctness c [neggrad choice, ALGORITHMS.md 1.1].
+keep reading the binary correctness c [neggrad choice, docs/algorithms.md §1.1].
 """
 
 import torch
@@ -21,13 +21,13 @@ def pm1_rewards(correct: Tensor) -> Tensor:
 REWARD_SCHEMES = {"binary": binary_rewards, "pm1": pm1_rewards}
 
 REWARD_MAX = {"binary": 1.0, "pm1": 1.0}
-"""The reward of a correct completion under each scheme: NGRPO's default ``virtual_reward`` (spec 4)."""
+"""The reward of a correct completion under each scheme: NGRPO's default ``virtual_reward`` (docs/algorithms.md §2)."""
 
 
 def scheme_rewards(correct: Tensor, *, reward_scheme: str) -> Tensor:
     """Rewards from binary verifier outcomes under ``reward_scheme`` ("binary": 1/0, "pm1": +1/-1).
 
-    ALGORITHMS.md 1.1. ``pm1`` is DAPO's rule-based reward (Yu et al. 2025, arXiv:2503.14476,
+    docs/algorithms.md §1.1. ``pm1`` is DAPO's rule-based reward (Yu et al. 2025, arXiv:2503.14476,
     Sec. 2.4) and Reinforce-Rej's (Xiong et al. 2025, arXiv:2504.11343) [neggrad choice for the latter].
 
     Args:

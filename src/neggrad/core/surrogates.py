@@ -1,6 +1,7 @@
 """Sequence-level and capped-weight alternatives to PPO's token ratio clip: GSPO and CISPO.
 
-Both return (B, T) token losses for ``aggregate_loss``, like ``losses.clipped_surrogate`` (FRONTIER.md 6).
+Both return (B, T) token losses for ``aggregate_loss``, like ``losses.clipped_surrogate``
+(docs/algorithms.md §3.3-3.4).
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ def cispo_loss(logp: Tensor, old_logp: Tensor, token_adv: Tensor, *, epsilon_hig
     """CISPO: REINFORCE weighted by the stop-gradient, capped importance ratio.
 
     MiniMax-M1, arXiv:2506.13585, Sec. 3.1, Eq. 4-5: J = sum sg(r_hat) A log pi, r_hat = clip(rho, 1 - eps_low^IS,
-    1 + eps_high^IS). As TRL's ``loss_type="cispo"`` [neggrad choice, FRONTIER.md 6]: no lower bound and
+    1 + eps_high^IS). As TRL's ``loss_type="cispo"`` [neggrad choice, docs/algorithms.md §3.4]: no lower bound and
     ``epsilon_high`` is the absolute cap, weight = min(rho, epsilon_high) (ScaleRL, arXiv:2510.13786,
     recommends 5.0). Unlike the PPO clip, a token above the cap keeps a (capped) gradient.
 

@@ -1,7 +1,7 @@
-"""THR: token hidden reward, NTHR's influence score extended to every token of a mixed group (FRONTIER.md 1).
+"""THR: token hidden reward, NTHR's influence score extended to every token of a mixed group (docs/algorithms.md §8).
 
 Deng et al. 2025, arXiv:2510.03669 (ICLR 2026). Only the abstract and reviews were readable, so the form
-is reconstructed [FRONTIER.md 1]: s_t = g_t^T M+ h_t exactly as NTHR (``nthr.influence_scores``, the same
+is reconstructed [docs/algorithms.md §8]: s_t = g_t^T M+ h_t exactly as NTHR (``nthr.influence_scores``, the same
 code path), THR_t = A_t * s_t (the first-order change of the correct answers' log-likelihood caused by
 t's update), tau = beta * min over correct responses of their mean s, and a token is *dominant* when
 |s_t| > |tau|. ``reweight``: A'_t = A_t (1 + p sign(THR_t)) on dominant tokens (p > 0 exploits: more

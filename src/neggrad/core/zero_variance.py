@@ -1,4 +1,4 @@
-"""Advantages for groups whose answers are all right or all wrong: RL-ZVP and LENS (FRONTIER.md 3, 4).
+"""Advantages for groups whose answers are all right or all wrong: RL-ZVP and LENS (docs/algorithms.md §9).
 
 GRPO gives such groups zero advantage. These give them a signal without a reward difference: RL-ZVP
 from the policy's token entropy, LENS from the policy's confidence in each wrong answer.

@@ -2,7 +2,7 @@
 
 Deng et al. 2025, arXiv:2505.18830, Sec. 4, Def. 4.1: LLD holds for a correct response y+ when an
 update that lowers the loss leaves ln pi_after(y+|x) - ln pi_before(y+|x) <= eps, eps >= 0 small.
-ALGORITHMS.md 2.2 fixes the online measurement: for every correct completion trained on in a step,
+docs/algorithms.md §6.1 fixes the online measurement: for every correct completion trained on in a step,
 
     delta_seq = sum_t mask_t (logp_after_t - logp_before_t)      delta_tok = delta_seq / n
 
@@ -21,7 +21,7 @@ P_BINS = (("p_q1", 0.0, 0.25), ("p_q2", 0.25, 0.5), ("p_q3", 0.5, 0.75), ("p_q4"
 
 
 def likelihood_deltas(before: Tensor, after: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
-    """Per-sequence change of log-likelihood, summed and per token (ALGORITHMS.md 2.2).
+    """Per-sequence change of log-likelihood, summed and per token (docs/algorithms.md §6.1).
 
     Args:
         before: (B, T) token log-probs before the update.

@@ -1,6 +1,6 @@
 """The paper's LLD probe: one update on one group from a fixed start, and what it did to the correct answers.
 
-Deng et al. 2025, arXiv:2505.18830, Fig. 1 and 4 (ALGORITHMS.md 2.3): for each probe prompt with a
+Deng et al. 2025, arXiv:2505.18830, Fig. 1 and 4 (docs/algorithms.md §6.2): for each probe prompt with a
 mixed group sampled once from theta_0, reset to theta_0, do one update on that group alone and report
 Delta(x) = mean over its correct responses of ln pi_after(y+|x) - ln pi_before(y+|x). Variants:
 ``grpo``, ``pos_only``, ``nthr`` (beta 1, eta 0) and ``random`` (per wrong response, as many random tokens
@@ -34,7 +34,7 @@ VARIANTS: dict[str, dict] = {
     "random_beta0": {"nthr": {"enabled": True, "beta": 0.0, "eta": 0.0, "control": "random"}},
     "nthr_batch": {"nthr": {"enabled": True, "beta": 1.0, "eta": 0.0, "scope": "batch"}},
 }
-"""Probe variants as config changes on top of the run's config (ALGORITHMS.md 2.3)."""
+"""Probe variants as config changes on top of the run's config (docs/algorithms.md §6.2)."""
 
 
 def rollout_from_ids(prompts: list[list[int]], completions: list[list[int]], pad_token_id: int) -> Rollout:
@@ -107,7 +107,7 @@ def one_step(config: Config, model, rollout: Rollout, correct: torch.Tensor, var
 
 
 class ProbeSet:
-    """ALGORITHMS.md 2.4: fixed (prompt, correct completion) pairs from held-out prompts, tracked over training.
+    """docs/algorithms.md §6.3: fixed (prompt, correct completion) pairs from held-out prompts, tracked over training.
 
     Built once at step 0 (one sampled completion per held-out prompt, the correct ones kept, up to
     ``lld.probe_size``) and saved to ``RUN_DIR/lld_probe.json`` with each pair's step-0 log-likelihood,

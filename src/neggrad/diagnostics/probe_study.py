@@ -3,7 +3,7 @@
 For held-out prompts, sample one group of G completions from theta_0 and keep the mixed groups (up to
 ``--prompts``). For each variant of ``probe.VARIANTS`` and each group: reset to theta_0, one update on
 that group alone (fresh AdamW), Delta(x) = mean change of its correct responses' sequence
-log-likelihood (arXiv:2505.18830 Sec. 4; ALGORITHMS.md 2.3). The report sorts Delta(x) per variant, as the
+log-likelihood (arXiv:2505.18830 Sec. 4; docs/algorithms.md §6.2). The report sorts Delta(x) per variant, as the
 paper plots it, and gives the mean, the displaced fraction (Delta < 0) and the same by success rate.
 """
 

@@ -1,4 +1,4 @@
-"""Step-wise judge feedback for all-wrong groups (SGPO, Chen et al. 2025, arXiv:2505.11595; ALGORITHMS.md 5).
+"""Step-wise judge feedback for all-wrong groups (SGPO, Chen et al. 2025, arXiv:2505.11595; docs/algorithms.md §10).
 
 - ``steps``: how a response is cut into steps (``feedback.step_split``).
 - ``judge``: the contract (``JudgeRequest`` -> ``Verdict``), the prompt template and the strict parser.

@@ -1,6 +1,6 @@
 """The judge contract: problem, reference solution and numbered steps in; a first wrong step out.
 
-ALGORITHMS.md 5.1. A judge returns, for each response, a ``Verdict``: the first wrong step
+docs/algorithms.md §10.1. A judge returns, for each response, a ``Verdict``: the first wrong step
 ``k`` (1 <= k <= n), "none wrong", or a failure with its reason. Language-model judges are asked with
 ``render_prompt`` and read with ``parse_verdict``, whose rule is strict: the reply must end with a line
 ``FIRST_WRONG_STEP: <k>`` or ``FIRST_WRONG_STEP: NONE``; anything else, or k outside 1..n, is a failure.
@@ -73,7 +73,8 @@ class Verdict:
 
     @property
     def first_wrong_or_last(self) -> int:
-        """k for ``first_wrong``; n for ``none_wrong`` (a verifier-wrong answer fails at its end, spec 5.2)."""
+        """k for ``first_wrong``; n for ``none_wrong`` (a verifier-wrong answer fails at its end,
+        docs/algorithms.md §10.2)."""
         if self.kind == "failure":
             raise ValueError("a failed judgement has no step: its reward is 0")
         return self.step if self.kind == "first_wrong" else self.num_steps
@@ -113,7 +114,7 @@ def render_prompt(request: JudgeRequest, template: str = DEFAULT_TEMPLATE) -> st
 
 
 def parse_verdict(reply: str, num_steps: int) -> Verdict:
-    """Read a language-model judge's reply by the strict rule of ALGORITHMS.md 5.1.
+    """Read a language-model judge's reply by the strict rule of docs/algorithms.md §10.1.
 
     The last non-empty line must be ``FIRST_WRONG_STEP: <k>`` (1 <= k <= n) or ``FIRST_WRONG_STEP: NONE``
     (surrounding whitespace and markdown emphasis ``*`` / backticks allowed); the last such line counts.

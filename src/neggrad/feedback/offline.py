@@ -1,4 +1,4 @@
-"""``neggrad judge``: partial rewards for a saved rollout file (JSONL), resumable (ALGORITHMS.md 5.3).
+"""``neggrad judge``: partial rewards for a saved rollout file (JSONL), resumable (docs/algorithms.md §10.3).
 
 Input, one JSON object per line:
 

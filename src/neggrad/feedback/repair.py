@@ -1,6 +1,6 @@
 """The group policy of judge feedback: all-wrong groups go to the judge, partial rewards replace their rewards.
 
-ALGORITHMS.md 5.3 and 7.3. Per generation round, after the verifier has scored the round: every
+docs/algorithms.md §5.1 and §10.3. Per generation round, after the verifier has scored the round: every
 group with no correct answer (binary correctness) is sent to the judge, one request per answer; each
 answer's reward becomes ``core.partial_reward.judged_rewards`` of its verdict (0, or -1 under pm1,
 when the judge failed). Mixed and all-correct groups are untouched, and so is the correctness
@@ -38,7 +38,7 @@ class FeedbackStats:
     seconds: float = 0.0
 
     def metrics(self) -> dict:
-        """The ``feedback/*`` and ``time/judge`` keys of ALGORITHMS.md 8 (a mean over nothing is 0)."""
+        """The ``feedback/*`` and ``time/judge`` keys of docs/algorithms.md §15 (a mean over nothing is 0)."""
         asked = [v for v in self.verdicts if not v.cached and v.latency_s > 0]
         hist = [0] * F_BINS
         for f in self.fractions:
@@ -90,10 +90,14 @@ def safe_judge(judge: Judge, requests: list[JudgeRequest]) -> list[Verdict]:
     checked = []
     for verdict, request in zip(verdicts, requests, strict=True):
         n = len(request.steps)
-        valid = verdict.failed or (
-            verdict.num_steps == n and (verdict.kind == "none_wrong" or 1 <= (verdict.step or 0) <= n)
-        )
-        checked.append(verdict if valid else failure("verdict outside the response's steps", n))
+        if verdict.failed:
+            checked.append(verdict)
+        elif n == 0:  # nothing to judge: "none wrong" (k = n = 0) has no step fraction
+            checked.append(failure("the response has no steps", 0))
+        elif verdict.num_steps == n and (verdict.kind == "none_wrong" or 1 <= (verdict.step or 0) <= n):
+            checked.append(verdict)
+        else:
+            checked.append(failure("verdict outside the response's steps", n))
     return checked
 
 
@@ -108,7 +112,7 @@ def repair_all_wrong(
     reward_scheme: str,
     stats: FeedbackStats,
 ) -> GroupRepair:
-    """Judge every answer of the all-wrong groups and return their partial rewards (ALGORITHMS.md 5.3).
+    """Judge every answer of the all-wrong groups and return their partial rewards (docs/algorithms.md §10.3).
 
     Args:
         judge: any ``Judge``.

@@ -1,4 +1,4 @@
-"""Step splitting: how a response is cut into the numbered steps a judge reads (ALGORITHMS.md 5.1).
+"""Step splitting: how a response is cut into the numbered steps a judge reads (docs/algorithms.md §10.1).
 
 ``feedback.step_split`` names the rule [neggrad choice]:
 
@@ -65,7 +65,7 @@ def token_step_ids(tokenizer, completion_ids: Tensor, mask: Tensor, rule: str = 
     Each row's tokens are decoded one by one; a token belongs to the last step that starts at or before
     its first character (the steps are found in order in the concatenated text), so the characters
     between two steps (a newline, ", ") join the step before them and EOS joins the last step. Used by
-    LLDS's step gate (FRONTIER.md 2). Masked positions get 0. A row with no step is all step 0.
+    LLDS's step gate (docs/algorithms.md §13). Masked positions get 0. A row with no step is all step 0.
     """
     out = torch.zeros(completion_ids.shape, dtype=torch.long)
     for i in range(completion_ids.shape[0]):

@@ -14,10 +14,10 @@ TRL keeps generation, reward functions, batching, the optimizer and logging. Fou
 function, never a copy:
 
 - ``_calculate_rewards`` keeps the scored batch (prompts, completions, per-function rewards).
-- ``_generate_and_score_completions`` replaces TRL's advantages with ``group_advantages`` (ALGORITHMS.md 1.2,
-  4, 6) after judge repair of all-wrong groups (``repair_all_wrong``, section 5), then NTHR
-  (``nthr_group`` / ``scale_token_advantages``, section 3) makes them (B, T) token advantages, and stores
-  the step's loss denominators (section 1.5).
+- ``_generate_and_score_completions`` replaces TRL's advantages with ``group_advantages`` (docs/algorithms.md §2)
+  after judge repair of all-wrong groups (``repair_all_wrong``, docs/algorithms.md §10), then NTHR
+  (``nthr_group`` / ``scale_token_advantages``, docs/algorithms.md §7) makes them (B, T) token advantages, and stores
+  the step's loss denominators (docs/algorithms.md §4).
 - ``_get_per_token_logps_and_entropies`` (TRL's old-policy and reference passes) and ``_compute_loss`` run
   the model through ``neggrad.policy.completion_forward``, the same forward as neggrad's own trainer:
   position ids that count real tokens, as ``generate`` does, so left-padded prompts get ratio 1 on the first
@@ -28,7 +28,7 @@ NTHR costs **one extra no-grad forward** over each generation batch, with the LM
 ``completion_forward`` catching the hidden states. TRL's own passes cannot serve: its training forward sees
 shuffled micro-batches that split groups, and its fused LM head never materialises the logits or calls the
 head module. The selection is made once per generation batch, from the policy that sampled it, and stays
-fixed across ``num_iterations`` and ``steps_per_generation`` (ALGORITHMS.md 3.3).
+fixed across ``num_iterations`` and ``steps_per_generation`` (docs/algorithms.md §7.3).
 
 Not available here: group filtering with refill and the overlong penalty (neggrad's sampler does them; in
 TRL, all-correct and all-wrong groups stay in the batch with the advantages their estimator gives them),
@@ -78,7 +78,7 @@ TRL_SUPPORTED = ("1.16", "1.17")
 """Tested TRL versions: >= the first, < the second (the overridden methods are TRL's private API)."""
 
 LOSS_TYPES = ("grpo", "dapo", "dr_grpo")
-"""TRL ``loss_type`` values that name a neggrad aggregation (ALGORITHMS.md 1.5)."""
+"""TRL ``loss_type`` values that name a neggrad aggregation (docs/algorithms.md §4)."""
 
 
 def _version_tuple(text: str) -> tuple[int, ...]:
@@ -148,6 +148,7 @@ class NeggradConfig(BaseModel):
                 f"nthr works on top of the grpo, rloo and ngrpo estimators with the clipped loss, got "
                 f"advantage_estimator={self.advantage_estimator!r}, policy_loss={self.policy_loss!r}"
             )
+        _resolve_step_split(self.feedback)
         if self.nthr.enabled and self.nthr.control != "none":
             raise ValueError("nthr.control 'random' is a study arm of neggrad's own trainer: set nthr.control: none")
         if self.feedback.enabled and (
@@ -158,6 +159,12 @@ class NeggradConfig(BaseModel):
                 f"(grpo, rloo, ngrpo without clamp_negative_advantages), got {self.advantage_estimator!r}"
             )
         return self
+
+
+def _resolve_step_split(feedback: FeedbackConfig) -> None:
+    """An unset ``feedback.step_split``: the testbed's rule for the oracle judge (it checks the arithmetic
+    testbed's answers), one step per line for any other judge (a data set's answers)."""
+    feedback.resolve_step_split("arithmetic" if feedback.judge == "oracle" else "data")
 
 
 def preset(method: str) -> tuple[NeggradConfig, dict[str, Any]]:
@@ -196,6 +203,7 @@ class NeggradGRPOTrainer(GRPOTrainer):
     def __init__(self, *args, neggrad_config: NeggradConfig | None = None, judge: Judge | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.neggrad = neggrad_config or NeggradConfig()
+        _resolve_step_split(self.neggrad.feedback)  # also when the section was assigned after validation
         self._check_supported()
         if judge is None and self.neggrad.feedback.enabled:
             from neggrad.feedback.build import judge_for
@@ -277,7 +285,8 @@ class NeggradGRPOTrainer(GRPOTrainer):
         return out
 
     def _judge_all_wrong(self, rewards: Tensor, correct: Tensor, local_inputs, prompts, completions, mode) -> Tensor:
-        """(P, G) rewards with those of all-wrong groups replaced by judged partial rewards (ALGORITHMS.md 5.3)."""
+        """(P, G) rewards with those of all-wrong groups replaced by judged partial rewards
+        (docs/algorithms.md §10.3)."""
         G = rewards.shape[1]
         column = self.neggrad.reference_column
         if column not in local_inputs[0]:
@@ -313,7 +322,8 @@ class NeggradGRPOTrainer(GRPOTrainer):
 
     @torch.no_grad()
     def _nthr(self, out: dict, seq_adv: Tensor, correct: Tensor, G: int, mode: str) -> Tensor:
-        """(b, T) token advantages: NTHR on each mixed group, from one extra no-grad forward (ALGORITHMS.md 3)."""
+        """(b, T) token advantages: NTHR on each mixed group, from one extra no-grad forward
+        (docs/algorithms.md §7)."""
         b = len(seq_adv)
         if b % G:
             raise ValueError(

@@ -38,7 +38,7 @@ AGG_MODES = {
     "seq-mean-token-sum": "seq_sum",
     "seq-mean-token-sum-norm": "dr_grpo",
 }
-"""verl's ``loss_agg_mode`` -> neggrad's ``loss_type`` (ALGORITHMS.md 1.5)."""
+"""verl's ``loss_agg_mode`` -> neggrad's ``loss_type`` (docs/algorithms.md §4)."""
 
 SETTINGS: dict[str, Any] = {
     "correct_threshold": 0.5,

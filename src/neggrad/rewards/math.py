@@ -144,7 +144,7 @@ class MathVerifier:
 
     def score_or_abstain(self, completions: list[str], answers: list[str]) -> list[bool | None]:
         """As :meth:`score`, with None where the check hit the timeout: training leaves such answers out of
-        their group's statistics instead of calling them wrong (FRONTIER.md 9.2-9.3)."""
+        their group's statistics instead of calling them wrong (docs/algorithms.md §1.3)."""
         if len(completions) != len(answers):
             raise ValueError(
                 f"got {len(completions)} completions but {len(answers)} answers: repeat each answer "
