@@ -223,7 +223,7 @@ def test_ppo_loss_dispatches_to_neggrad(loss_mode, agg):
         max_completion_length=8 if agg == "seq-mean-token-sum-norm" else T,
     )
     torch.testing.assert_close(loss.detach(), expected * GLOBAL["dp_size"])
-    assert metrics["actor/pg_loss"] == pytest.approx(float(loss), rel=1e-6)
+    assert metrics["actor/pg_loss"] == pytest.approx(loss.item(), rel=1e-6)
 
 
 @pytest.mark.parametrize("agg", AGGS)
@@ -244,4 +244,4 @@ def test_neggrad_clipped_differs_from_vanilla_only_by_the_dual_clip():
     dual, *_ = run_ppo_loss("neggrad_dual_clip", "token-mean")
     vanilla, *_ = run_ppo_loss("vanilla", "token-mean")
     torch.testing.assert_close(dual, vanilla)
-    assert float(ours) > float(dual)  # the batch has a ratio > 3 under a negative advantage, which the dual clip caps
+    assert ours.item() > dual.item()  # the batch has a ratio > 3 under a negative advantage, which the dual clip caps
