@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.neggrad-installed
 
-.PHONY: demo demo-real test lint docs clean
+.PHONY: demo demo-real test test-verl lint docs clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,5 +32,26 @@ docs: $(STAMP)  # the site into build/site; strict, so a warning (a broken link,
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks && $(VENV)/bin/ruff format --check src tests benchmarks
 
+# Opt-in, not part of `make test`: neggrad's estimators and losses through the real verl 0.9 (its registries,
+# dispatch and DataProto) in a venv of its own, since verl pins transformers<5.11 and imports ray.
+# Downloads verl, ray and their pins on the first run (docs/integrations/verl.md).
+VERL_VENV := .venv-verl
+VERL_PY := $(VERL_VENV)/bin/python
+VERL_STAMP := $(VERL_VENV)/.neggrad-installed
+
+$(VERL_STAMP): pyproject.toml
+	test -x $(VERL_PY) || $(PYTHON) -m venv $(VERL_VENV)
+	$(VERL_PY) -m pip install --quiet --upgrade pip
+	$(VERL_PY) -m pip install --quiet torch==2.13.0
+	# the constraint keeps the CPU torch (verl's resolver must not swap it for a CUDA build); verl-core holds
+	# what verl's trainer modules import (cachetools, uvicorn, TransferQueue, ...) beyond its base requirements
+	echo torch==2.13.0 > $(VERL_VENV)/constraints.txt
+	$(VERL_PY) -m pip install --quiet -c $(VERL_VENV)/constraints.txt 'verl[verl-core]>=0.9,<0.10' pytest -e .
+	touch $(VERL_STAMP)
+
+test-verl: $(VERL_STAMP)
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 RAY_USAGE_STATS_ENABLED=0 \
+		$(VERL_PY) -m pytest -p no:cacheprovider tests/integrations/test_verl_real.py tests/integrations/test_verl.py
+
 clean:
-	rm -rf $(VENV) runs build/site
+	rm -rf $(VENV) $(VERL_VENV) runs build/site

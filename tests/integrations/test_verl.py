@@ -1,8 +1,9 @@
 """neggrad's verl functions, called with verl 0.9's documented signatures, against neggrad's core.
 
-verl itself cannot be installed here (verl 0.9 imports ray at ``import verl`` and pins transformers<5.11), so
+verl is not in neggrad's own venv (verl 0.9 imports ray at ``import verl`` and pins transformers<5.11), so here
 the functions are called exactly as verl's ``compute_advantage`` and ``workers/utils/losses.py`` call registry
-entries, and ``register()`` is checked against a stand-in ``core_algos`` with verl's two decorators.
+entries, and ``register()`` is checked against a stand-in ``core_algos`` with verl's two decorators. The same
+calls through the real verl are ``test_verl_real.py``, run by ``make test-verl`` in its own venv.
 """
 
 import importlib.util
