@@ -10,7 +10,7 @@ are discarded.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
@@ -41,8 +41,7 @@ class TrainBatch:
     seq_adv: Tensor  # (B,) sequence advantages
     rows: Tensor  # (B,) bool: completions that enter the loss (PSR / NSR drop some)
     stats: dict  # metrics of the sampling stage (sampled-group fractions, rounds, timings)
-    zvp: Tensor | None = None  # (B,) RL-ZVP rows: +1 all-correct group, -1 all-wrong group, 0 other
-    lens: Tensor | None = None  # (P,) groups whose advantages LENS recomputes from the old policy's confidence
+    flags: dict[str, Tensor] = field(default_factory=dict)  # strategies' per-row / per-group values (Groups.flags)
     hinted: Tensor | None = None  # (P,) groups re-generated with hints (left out of LLD and NTHR)
     step_ids: Tensor | None = None  # (B, T) step of each completion token (LLDS step gate only)
     kind: Tensor | None = None  # (P,) index into core.groups.KINDS of each kept group (compute accounting)
@@ -324,15 +323,14 @@ def collect_batch(
     seq_adv = zero_variance_advantages(config, rewards, correct, seq_adv, scorable)  # (P', G)
     kinds = group_kinds(correct, scorable)
     zv = config.zero_variance
-    zvp = None
+    flags = {}
     if "rl_zvp" in (zv.all_wrong, zv.all_correct):
         zvp = torch.zeros(correct.shape, dtype=torch.int8)  # (P', G)
         zvp[kinds["all_correct"] & torch.tensor(zv.all_correct == "rl_zvp")] = 1
         zvp[kinds["all_wrong"] & torch.tensor(zv.all_wrong == "rl_zvp")] = -1
-        zvp = (zvp * scorable).reshape(-1)
-    lens = None
+        flags["rl_zvp"] = (zvp * scorable).reshape(-1)
     if zv.all_wrong == "lens":
-        lens = kinds["all_wrong"] | (kinds["mixed"] & torch.tensor(config.lens.mixed))  # (P',)
+        flags["lens"] = kinds["all_wrong"] | (kinds["mixed"] & torch.tensor(config.lens.mixed))  # (P',)
     # abstentions stay in the batch at advantage 0 (groups stay whole for NTHR, THR and LENS)
     rows = trained_rows(correct, method=config.advantage_estimator)  # (P', G)
     stats["time/score"] = t_score + time.perf_counter() - t0
@@ -345,8 +343,7 @@ def collect_batch(
         seq_adv=seq_adv.reshape(-1).float(),
         rows=rows.reshape(-1),
         stats=stats,
-        zvp=zvp,
-        lens=lens,
+        flags=flags,
         hinted=torch.cat([p[5] for p in kept_parts]),
         kind=sum(i * kinds[name].long() for i, name in enumerate(KINDS)),
     )
