@@ -954,10 +954,6 @@ class Config(_Section):
                 f"feedback.enabled (the judge owns all-wrong groups) conflicts with zero_variance.all_wrong="
                 f"{zv.all_wrong}: one strategy per group kind"
             )
-        if zv.all_wrong == "hint" and self.random_reward.enabled:
-            raise ValueError("random_reward ignores the answers; it cannot be combined with hints (they use them)")
-        if self.random_reward.enabled and self.feedback.enabled:
-            raise ValueError("random_reward ignores the answers; it cannot be combined with the judge (feedback)")
 
 
 def _suggest(loc: tuple) -> str:

@@ -8,17 +8,32 @@ config load.
 
 from __future__ import annotations
 
+from neggrad.strategies.all_wrong import AllWrongAdvantage
 from neggrad.strategies.base import Forward, Groups, Round, Strategy, Update
+from neggrad.strategies.drop import Drop
 from neggrad.strategies.hints import Hints
+from neggrad.strategies.judge import Judge
 from neggrad.strategies.lens import LENS
 from neggrad.strategies.llds import LLDS
 from neggrad.strategies.nthr import NTHR
+from neggrad.strategies.random_reward import RandomReward
 from neggrad.strategies.rl_zvp import RLZVP
 from neggrad.strategies.thr import THR
 
 __all__ = ["BUILTIN", "Forward", "Groups", "Round", "Strategy", "Update", "build", "check"]
 
-BUILTIN: tuple[type[Strategy], ...] = (Hints, NTHR, THR, LENS, RLZVP, LLDS)
+BUILTIN: tuple[type[Strategy], ...] = (
+    RandomReward,
+    Hints,
+    Judge,
+    Drop,
+    AllWrongAdvantage,
+    NTHR,
+    THR,
+    LENS,
+    RLZVP,
+    LLDS,
+)
 """In hook order: sampling (random reward, hints, judge, drop, all-wrong advantages), then the update."""
 
 

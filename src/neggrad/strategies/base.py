@@ -80,6 +80,8 @@ class Groups:
     """The kept groups of a step (P', G) while their rewards and advantages are computed (sampling)."""
 
     config: Config
+    rollout: Rollout  # (P' * G,) the kept completions
+    tokenizer: Any
     correct: Tensor  # (P', G) bool
     scorable: Tensor  # (P', G) bool
     data: dict[str, Tensor]  # (P', ...) the per-group values ``round`` hooks set

@@ -9,7 +9,8 @@ import logging
 from torch import Tensor
 
 from neggrad.core.llds import action_ids, llds_token_loss
-from neggrad.strategies.base import Forward, Strategy, Update
+from neggrad.feedback.steps import token_step_ids
+from neggrad.strategies.base import Forward, Groups, Strategy, Update
 
 
 class LLDS(Strategy):
@@ -27,9 +28,17 @@ class LLDS(Strategy):
                 "llds is exactly 0 when every update is on-policy: raise num_iterations or steps_per_generation"
             )
 
+    def advantages(self, groups: Groups) -> None:
+        """The step gate: each completion token's step (``feedback.step_split``), for the update."""
+        if self.config.llds.gate == "step":
+            r = groups.rollout
+            groups.flags["step_ids"] = token_step_ids(
+                groups.tokenizer, r.completion_ids, r.completion_mask, self.config.feedback.step_split
+            )  # (B, T)
+
     def begin_update(self, upd: Update) -> None:
         self.penalised = 0.0
-        step_ids = upd.batch.step_ids
+        step_ids = upd.batch.flags.get("step_ids")
         self.step_ids = step_ids[upd.batch.rows] if step_ids is not None else None  # (B, T) step of each token
 
     def extra_loss(self, upd: Update, fwd: Forward, adv: Tensor) -> dict[str, Tensor]:
