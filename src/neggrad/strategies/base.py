@@ -25,10 +25,11 @@ update (one :class:`Update` per policy update, one :class:`Forward` per micro-ba
     ``extra_loss``       named (b, T) token terms added to the loss, reported as ``loss/<name>`` (LLDS).
     ``update_metrics``   metrics at the end of the update.
 
-Needs, declared as class attributes so the loop can plan the passes before it runs them:
-``whole_groups`` (micro-batches of the old-policy forward hold whole groups), ``hidden_states`` (that
-forward returns the last hidden states), ``old_policy_pass`` (a no-grad pass before the first loss even
-when the update is on-policy). ``losses`` names the ``extra_loss`` terms, ``excludes`` the strategies this
+Needs, declared as attributes so the loop can plan the passes before it runs them:
+``old_policy_pass`` (a no-grad pass before the first loss even when the update is on-policy; read before
+``begin_update``), ``whole_groups`` (micro-batches of the old-policy forward hold whole groups) and
+``hidden_states`` (that forward returns the last hidden states), both read after ``begin_update``, which
+may set them from the batch. ``losses`` names the ``extra_loss`` terms, ``excludes`` the strategies this
 one cannot run with, and ``check`` refuses a config it cannot work with; both are applied at config load,
 each with one line.
 

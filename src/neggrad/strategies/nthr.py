@@ -106,12 +106,8 @@ class NTHR(Strategy):
                 mask[rows],
                 correct[rows],
                 beta=self._beta(),
-                eta=opt.eta,
-                vocab=opt.vocab,
                 anchor_include_self=opt.anchor_include_self,
-                temperature=self.config.temperature,
-                chunk_tokens=opt.chunk_tokens,
-                chunk_vocab=opt.chunk_vocab,
+                **self._options(),
             )
             if result is None:
                 continue
@@ -125,6 +121,17 @@ class NTHR(Strategy):
                 self.taus.append(result.tau)
             self.etas.append(result.eta)
         self.seconds += time.perf_counter() - t0
+
+    def _options(self) -> dict:
+        """The scoring options shared by the group and the batch scope."""
+        opt = self.config.nthr
+        return {
+            "eta": opt.eta,
+            "vocab": opt.vocab,
+            "temperature": self.config.temperature,
+            "chunk_tokens": opt.chunk_tokens,
+            "chunk_vocab": opt.chunk_vocab,
+        }
 
     def _beta(self) -> float:
         return self.config.nthr.beta
@@ -168,11 +175,7 @@ class NTHR(Strategy):
             correct.to(hidden.device),
             head_bias=None if head_bias is None else head_bias.detach(),
             beta=opt.beta,
-            eta=opt.eta,
-            vocab=opt.vocab,
-            temperature=self.config.temperature,
-            chunk_tokens=opt.chunk_tokens,
-            chunk_vocab=opt.chunk_vocab,
+            **self._options(),
         )
         rows, scores, picked = rows.cpu(), result.scores.cpu(), result.selected.cpu()
         cols = mask.bool().nonzero()  # (N, 2) in row-major order, as collected per row within micro-batches
