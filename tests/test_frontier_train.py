@@ -81,7 +81,7 @@ def test_all_wrong_strategies(tmp_path):
 
 def test_all_wrong_ngrpo_advantages_match_the_estimator():
     from neggrad.core.advantages import group_advantages
-    from neggrad.sampling import zero_variance_advantages
+    from neggrad.strategies.all_wrong import zero_variance_advantages
 
     cfg = build_config({}, ["zero_variance.all_wrong=ngrpo"])
     correct = torch.tensor([[False] * 4, [True, False, False, False]])

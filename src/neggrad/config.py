@@ -10,7 +10,6 @@ Each field's docstring is its help text (``use_attribute_docstrings``).
 from __future__ import annotations
 
 import difflib
-import logging
 import math
 from pathlib import Path
 from typing import Any, Literal
@@ -801,6 +800,10 @@ class Config(_Section):
     llds: LLDSConfig = Field(default_factory=LLDSConfig)
     random_reward: RandomRewardConfig = Field(default_factory=RandomRewardConfig)
     hint: HintConfig = Field(default_factory=HintConfig)
+    strategies: list[str | dict[str, Any]] = Field(default_factory=list)
+    """User strategies (docs/strategies.md): import paths of ``neggrad.strategies.Strategy`` subclasses,
+    ``"my_pkg.rules:MyRule"``, or mappings ``{path: "my_pkg.rules:MyRule", k: 4}`` whose other keys are the
+    class's keyword arguments. They run after the built-in ones, in this order."""
 
     # ---- loss
     policy_loss: Literal["clipped", "logp", "cispo"] = "clipped"
@@ -932,17 +935,10 @@ class Config(_Section):
                 f"overlong_buffer_len ({self.overlong_buffer_len}) must be < max_completion_length "
                 f"({self.max_completion_length})"
             )
-        if self.nthr.enabled and (
-            self.advantage_estimator not in NTHR_ESTIMATORS
-            or self.clamp_negative_advantages
-            or self.policy_loss != "clipped"
-        ):
-            raise ValueError(
-                f"nthr works on top of grpo, dr_grpo, dapo, rloo and ngrpo (docs/algorithms.md §7.3), not on method "
-                f"{self.method!r} (advantage_estimator={self.advantage_estimator!r}, clamp_negative_advantages="
-                f"{self.clamp_negative_advantages}, policy_loss={self.policy_loss!r}): use one of those bases"
-            )
         self._frontier()
+        from neggrad import strategies  # noqa: PLC0415 (strategies import this module)
+
+        strategies.check(self)  # the active strategies' requirements and declared conflicts
         testbed = self.model.name_or_path == "testbed"
         if self.sft.enabled is None:
             self.sft.enabled = testbed
@@ -957,27 +953,6 @@ class Config(_Section):
         """Combinations of the wrong-answer options (docs/algorithms.md §5.4): one strategy per group kind, exclusive
         options refused."""
         zv = self.zero_variance
-        token_level = ("nthr", self.nthr.enabled), ("thr", self.thr.enabled)
-        token_level += (("zero_variance ... rl_zvp", "rl_zvp" in (zv.all_wrong, zv.all_correct)),)
-        if self.nthr.enabled and self.nthr.scope == "batch" and not self.nthr.anchor_include_self:
-            raise ValueError(
-                "nthr.scope 'batch' anchors on every correct answer of the batch: nthr.anchor_include_self: false "
-                "applies to nthr.scope: group only"
-            )
-        if self.thr.enabled and self.nthr.scope == "batch":
-            raise ValueError("thr.enabled scores tokens within their own group: nthr.scope 'batch' is NTHR's only")
-        if self.thr.enabled and self.nthr.enabled:
-            raise ValueError(
-                "thr generalises nthr (same scores, every token): enable one of thr.enabled, nthr.enabled"
-            )
-        if self.thr.enabled and (self.advantage_estimator not in NTHR_ESTIMATORS or self.policy_loss != "clipped"):
-            raise ValueError(f"thr works on grpo, dr_grpo, dapo, rloo and ngrpo, not on method {self.method!r}")
-        for name, on in token_level:
-            if on and self.importance_sampling_level == "sequence":
-                raise ValueError(
-                    f"{name} gives per-token advantages, which importance_sampling_level=sequence (GSPO) averages "
-                    "away: use importance_sampling_level=sequence_token"
-                )
         if self.policy_loss == "cispo":
             if self.epsilon_high is None or self.epsilon_high <= 1.0:
                 raise ValueError(
@@ -1006,25 +981,6 @@ class Config(_Section):
             raise ValueError(
                 f"feedback.enabled (the judge owns all-wrong groups) conflicts with zero_variance.all_wrong="
                 f"{zv.all_wrong}: one strategy per group kind"
-            )
-        if zv.all_wrong == "lens":
-            if self.advantage_estimator != "grpo" or self.reward_scheme != "binary":
-                raise ValueError(
-                    "zero_variance.all_wrong=lens needs the grpo estimator with binary rewards (it redefines the "
-                    f"baseline, as NGRPO does), got advantage_estimator={self.advantage_estimator!r}, "
-                    f"reward_scheme={self.reward_scheme!r}"
-                )
-        if zv.all_wrong == "hint" and self.rollout.backend != "hf":
-            raise ValueError(
-                "zero_variance.all_wrong=hint re-generates with a response prefix: needs rollout.backend hf"
-            )
-        if zv.all_wrong == "hint" and self.random_reward.enabled:
-            raise ValueError("random_reward ignores the answers; it cannot be combined with hints (they use them)")
-        if self.random_reward.enabled and self.feedback.enabled:
-            raise ValueError("random_reward ignores the answers; it cannot be combined with the judge (feedback)")
-        if self.llds.enabled and self.num_iterations == 1 and self.steps_per_generation == 1:
-            logging.getLogger(__name__).warning(
-                "llds is exactly 0 when every update is on-policy: raise num_iterations or steps_per_generation"
             )
 
 

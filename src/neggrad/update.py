@@ -16,9 +16,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from neggrad import strategies as strategy_registry
 from neggrad.config import Config
-from neggrad.core.hints import shaped_offpolicy_loss
-from neggrad.core.llds import action_ids, llds_token_loss
 from neggrad.core.logprobs import token_logprobs
 from neggrad.core.losses import (
     aggregate_loss,
@@ -28,15 +27,13 @@ from neggrad.core.losses import (
     step_denominators,
     token_entropy,
 )
-from neggrad.core.nthr import nthr_batch, nthr_group, scale_token_advantages
 from neggrad.core.surrogates import cispo_loss, gspo_surrogate
-from neggrad.core.thr import thr_token_advantages
-from neggrad.core.zero_variance import lens_advantages, rl_zvp_advantages
 from neggrad.diagnostics.lld import lld_metrics
 from neggrad.distributed import SINGLE, Dist, gather_rows
-from neggrad.policy import completion_forward, linear_head
+from neggrad.policy import completion_forward
 from neggrad.rollout.hf import Rollout
 from neggrad.sampling import TrainBatch
+from neggrad.strategies import Forward, Strategy, Update
 
 
 @dataclass
@@ -52,7 +49,6 @@ class _Sums:
     clip_dual: float = 0.0
     clip_seq: float = 0.0
     cispo_capped: float = 0.0
-    llds_penalised: float = 0.0
 
     def reduced(self, dist: Dist) -> _Sums:
         """The sums over every process."""
@@ -83,33 +79,6 @@ def _policy_token_loss(config: Config, logp: Tensor, old: Tensor, adv: Tensor, m
     )
 
 
-def _lens(
-    config: Config, token_adv: Tensor, idx: Tensor, old_logp: Tensor, mask: Tensor, correct: Tensor, groups: Tensor
-) -> None:
-    """LENS advantages (arXiv:2510.08696 Sec. 5.1) for the flagged whole groups among rows ``idx``, written into
-    ``token_adv``; ``old_logp`` holds the rows of ``idx`` (or of every row when ``idx`` covers the batch)."""
-    G = config.num_generations
-    for g0 in range(0, len(idx), G):
-        rows = idx[g0 : g0 + G]
-        if not bool(groups[int(rows[0]) // G]):
-            continue
-        m = mask[rows]
-        mean_logp = (old_logp[g0 : g0 + G] * m).sum(dim=1) / m.sum(dim=1).clamp(min=1.0)  # (G,)
-        adv = lens_advantages(correct[rows], mean_logp, alpha=config.lens.alpha)  # (G,)
-        token_adv[rows] = adv[:, None].expand_as(m)
-
-
-def _rl_zvp(config: Config, adv: Tensor, entropy: Tensor, mask: Tensor, zvp: Tensor) -> Tensor:
-    """RL-ZVP token advantages (arXiv:2509.21880 Eq. 5) on the rows of zero-variance groups: +1 all-correct,
-    -1 all-wrong (``zvp``), from this forward's detached entropy; other rows unchanged."""
-    out = adv.clone()
-    for sign in (1, -1):
-        rows = zvp == sign
-        if bool(rows.any()):
-            out[rows] = rl_zvp_advantages(entropy[rows], mask[rows], all_correct=sign == 1, alpha=config.rl_zvp.alpha)
-    return out
-
-
 @dataclass
 class UpdateResult:
     """What ``policy_update`` returns: the step's metrics and, with NTHR on, its token decisions."""
@@ -122,196 +91,38 @@ class UpdateResult:
     row_delta: Tensor | None = None  # (B,) LLD: change of each measured row's sequence log-likelihood (nan elsewhere)
 
 
-class _NTHR:
-    """Applies NTHR group by group while a micro-batch's logits and hidden states are in memory."""
-
-    def __init__(self, config: Config, token_adv: Tensor, mask: Tensor, correct: Tensor, skip: Tensor | None = None):
-        self.cfg, self.token_adv, self.mask, self.correct = config, token_adv, mask, correct
-        self.skip = skip  # (B,) rows of hinted groups: their hint tokens are not the policy's own answers
-        self.scores = torch.zeros_like(mask)  # (B, T)
-        self.selected = torch.zeros(mask.shape, dtype=torch.bool)  # (B, T)
-        self.row_tau = torch.full(mask.shape[:1], float("nan"))  # (B,)
-        self.row_eta = torch.full(mask.shape[:1], float("nan"))  # (B,)
-        self.groups, self.wrong_tokens, self.taus, self.etas = 0, 0.0, [], []
-        self.seconds = 0.0
-        self.rng = torch.Generator().manual_seed(config.seed)  # the random-token control only
-        self.thr_tokens = self.thr_pos = 0.0  # THR: tokens of scored groups, dominant tokens with THR > 0
-
-    @property
-    def batch_scope(self) -> bool:
-        return self.cfg.nthr.enabled and self.cfg.nthr.scope == "batch"
-
-    @torch.no_grad()
-    def apply(self, idx: Tensor, logits: Tensor, hidden: Tensor, ids: Tensor) -> None:
-        """Score the whole groups in rows ``idx`` (contiguous, group-aligned) and scale ``token_adv``.
-
-        With ``nthr.scope: batch`` only the micro-batch's hidden states and log-normalisers are kept here;
-        :meth:`finish` scores the whole batch once every micro-batch has been seen."""
-        if self.batch_scope:
-            self._collect(idx, logits, hidden, ids)
-            return
-        t0 = time.perf_counter()
-        G, opt, thr = self.cfg.num_generations, self.cfg.nthr, self.cfg.thr
-        for g0 in range(0, len(idx), G):
-            rows = idx[g0 : g0 + G]
-            local = slice(g0, g0 + G)
-            if self.skip is not None and bool(self.skip[rows].any()):
-                continue
-            result = nthr_group(
-                logits[local].detach(),
-                hidden[local].detach(),
-                ids[local],
-                self.mask[rows],
-                self.correct[rows],
-                beta=thr.beta if thr.enabled else opt.beta,
-                eta=opt.eta,
-                vocab=opt.vocab,
-                anchor_include_self=opt.anchor_include_self,
-                temperature=self.cfg.temperature,
-                chunk_tokens=opt.chunk_tokens,
-                chunk_vocab=opt.chunk_vocab,
-            )
-            if result is None:
-                continue
-            if thr.enabled:  # THR: every token of the group, by the sign of its influence (docs/algorithms.md §8)
-                scores = result.scores.cpu()
-                self.token_adv[rows], selected = thr_token_advantages(
-                    scores,
-                    result.anchors.cpu(),
-                    self.token_adv[rows],
-                    self.mask[rows],
-                    p=thr.p,
-                    beta=thr.beta,
-                    mode=thr.mode,
-                )
-                self.thr_tokens += float(self.mask[rows].sum())
-                self.thr_pos += float((selected & (scores * self.token_adv[rows] > 0)).sum())
-            else:
-                selected = result.selected.cpu()
-                if opt.control == "random":
-                    selected = self._random_like(selected, self.mask[rows].bool())
-                self.token_adv[rows] = scale_token_advantages(self.token_adv[rows], selected, result.eta)
-            self.scores[rows] = result.scores.cpu()
-            self.selected[rows] = selected
-            self.row_tau[rows], self.row_eta[rows] = result.tau, result.eta
-            self.groups += 1
-            self.wrong_tokens += float((self.mask[rows] * (~self.correct[rows]).float()[:, None]).sum())
-            if math.isfinite(result.tau):
-                self.taus.append(result.tau)
-            self.etas.append(result.eta)
-        self.seconds += time.perf_counter() - t0
-
-    def _collect(self, idx: Tensor, logits: Tensor, hidden: Tensor, ids: Tensor) -> None:
-        t0 = time.perf_counter()
-        real = self.mask[idx].bool().to(logits.device)  # (b, T)
-        lse = torch.logsumexp(logits.detach()[real].float() / self.cfg.temperature, dim=-1)  # (n,)
-        if not hasattr(self, "_parts"):
-            self._parts = []
-        rows = idx.to(real.device)[:, None].expand_as(real)[real]
-        self._parts.append((hidden.detach()[real].float(), ids[real], lse, rows))
-        self.seconds += time.perf_counter() - t0
-
-    @torch.no_grad()
-    def finish(self, head_weight: Tensor, head_bias: Tensor | None) -> None:
-        """``nthr.scope: batch``: score every collected token against the batch's correct answers, scale
-        ``token_adv`` (arXiv:2505.18830 Eq. 7-8 over the batch; neggrad.core.nthr.nthr_batch)."""
-        parts = getattr(self, "_parts", [])
-        if not parts:
-            return
-        t0 = time.perf_counter()
-        opt, G = self.cfg.nthr, self.cfg.num_generations
-        hidden, ids, lse, rows = (torch.cat(x) for x in zip(*parts, strict=True))
-        del self._parts
-        n = self.mask.shape[0]
-        groups = torch.arange(n) // G
-        result = nthr_batch(
-            hidden,
-            ids,
-            lse,
-            head_weight.detach(),
-            rows,
-            groups.to(hidden.device),
-            self.correct.to(hidden.device),
-            head_bias=None if head_bias is None else head_bias.detach(),
-            beta=opt.beta,
-            eta=opt.eta,
-            vocab=opt.vocab,
-            temperature=self.cfg.temperature,
-            chunk_tokens=opt.chunk_tokens,
-            chunk_vocab=opt.chunk_vocab,
-        )
-        rows, scores, picked = rows.cpu(), result.scores.cpu(), result.selected.cpu()
-        cols = self.mask.bool().nonzero()  # (N, 2) in row-major order, as collected per row within micro-batches
-        order = torch.argsort(rows, stable=True)  # micro-batches are contiguous row blocks: already sorted
-        positions = cols[: len(order)]
-        self.scores[positions[:, 0], positions[:, 1]] = scores[order]
-        selected = torch.zeros_like(self.selected)
-        selected[positions[:, 0], positions[:, 1]] = picked[order]
-        etas = result.eta.cpu()  # (P,)
-        scored = ~torch.isnan(etas)
-        if self.skip is not None:  # hinted groups: their hint tokens are not the policy's own answers
-            scored &= ~self.skip.view(-1, G).any(dim=1)
-        row_scored = scored.repeat_interleave(G)
-        selected &= row_scored[:, None]
-        if opt.control == "random":
-            selected = self._random_like(selected, self.mask.bool())
-        row_eta = etas.repeat_interleave(G)
-        self.token_adv.copy_(torch.where(selected, self.token_adv * row_eta[:, None], self.token_adv))
-        self.selected = selected
-        self.row_tau[row_scored] = result.tau
-        self.row_eta[row_scored] = row_eta[row_scored]
-        self.groups = int(scored.sum())
-        self.wrong_tokens = float((self.mask * (~self.correct).float()[:, None])[row_scored].sum())
-        if math.isfinite(result.tau) and self.groups:
-            self.taus.append(result.tau)
-        self.etas.extend(etas[scored].tolist())
-        self.seconds += time.perf_counter() - t0
-
-    def _random_like(self, selected: Tensor, mask: Tensor) -> Tensor:
-        """Per row, as many random masked tokens as ``selected`` has there (the random-token control)."""
-        out = torch.zeros_like(selected)
-        for r in range(selected.shape[0]):
-            k = int(selected[r].sum())
-            if k:
-                real = mask[r].nonzero().squeeze(1)
-                out[r, real[torch.randperm(len(real), generator=self.rng)[:k]]] = True
-        return out
-
-    def metrics(self, dist: Dist = SINGLE) -> dict:
-        """``nthr/*`` over every process's groups (sums summed, means weighted by their counts)."""
-        groups, selected, wrong, tau_sum, taus, eta_sum, etas, thr_tokens, thr_pos = dist.sum(
-            [self.groups, float(self.selected.sum()), self.wrong_tokens, sum(self.taus), len(self.taus)]
-            + [sum(self.etas), len(self.etas), self.thr_tokens, self.thr_pos]
-        )
-        if self.cfg.thr.enabled:
-            return {
-                "thr/groups": int(groups),
-                "thr/dominant_frac": selected / thr_tokens if thr_tokens else 0.0,
-                "thr/pos_frac": thr_pos / selected if selected else 0.0,
-                "thr/tau_mean": tau_sum / taus if taus else 0.0,
-                "time/nthr": self.seconds,
-            }
-        return {
-            "nthr/groups": int(groups),
-            "nthr/selected_frac": selected / wrong if wrong else 0.0,
-            "nthr/tau_mean": tau_sum / taus if taus else 0.0,
-            "nthr/eta_mean": eta_sum / etas if etas else 0.0,
-            "time/nthr": self.seconds,
-        }
-
-
 @torch.no_grad()
-def _pass_logp(model, rollout: Rollout, rows: list[Tensor], temperature: float, nthr: _NTHR | None = None) -> Tensor:
-    """No-grad per-token log-probs of every row, micro-batch by micro-batch: (B, T). With ``nthr``, the
-    rows must be group-aligned and NTHR is applied from the same forward (no extra pass)."""
+def _pass_logp(model, rollout: Rollout, rows: list[Tensor], temperature: float) -> Tensor:
+    """No-grad per-token log-probs of every row, micro-batch by micro-batch: (B, T)."""
     out = torch.zeros(rollout.completion_ids.shape, dtype=torch.float32)
     device = next(model.parameters()).device
     for idx in rows:
         mb = rollout.select(idx).to(device)
-        logits, hidden = completion_forward(model, mb, return_hidden=nthr is not None)
+        logits, _ = completion_forward(model, mb)
         out[idx] = token_logprobs(logits, mb.completion_ids, temperature=temperature).cpu()
-        if nthr is not None:
-            nthr.apply(idx, logits, hidden, mb.completion_ids.to(logits.device))
+    return out
+
+
+@torch.no_grad()
+def _old_policy_pass(upd: Update, rollout: Rollout, strategies: list[Strategy]) -> Tensor:
+    """The no-grad old-policy pass before the first loss: (B, T) log-probs; the strategies' ``old_policy``
+    hooks see each micro-batch's forward (whole groups when one needs them), then ``old_policy_done``."""
+    config, model, n = upd.config, upd.model, upd.mask.shape[0]
+    size, hidden = config.per_device_train_batch_size, any(s.hidden_states for s in strategies)
+    whole = any(s.whole_groups for s in strategies)
+    chunks = _group_chunks(n, size, config.num_generations) if whole else list(torch.arange(n).split(size))
+    out = torch.zeros(rollout.completion_ids.shape, dtype=torch.float32)
+    device = next(model.parameters()).device
+    for idx in chunks:
+        mb = rollout.select(idx).to(device)
+        logits, h = completion_forward(model, mb, return_hidden=hidden)
+        logp = token_logprobs(logits, mb.completion_ids, temperature=config.temperature)
+        out[idx] = logp.cpu()
+        fwd = Forward(idx, mb, logits, h, logp, logp, upd.mask[idx].to(device))
+        for s in strategies:
+            s.old_policy(upd, fwd)
+    for s in strategies:
+        s.old_policy_done(upd, out)
     return out
 
 
@@ -366,6 +177,155 @@ def _zero_backward(forward, device: torch.device, dist: Dist) -> None:
     dist.backward(out.logits.float().sum() * 0.0)
 
 
+def _begin(config: Config, model, batch: TrainBatch, strategies: list[Strategy]) -> Update:
+    """The update's token masks and advantages (A_i on every token of row i), the strategies started."""
+    G = config.num_generations
+    rollout = batch.rollout.select(batch.rows)
+    mask = rollout.completion_mask.float()  # (B, T)
+    if config.mask_truncated_completions:
+        mask = mask * (~rollout.truncated).float()[:, None]
+    seq_adv = batch.seq_adv[batch.rows]  # (B,)
+    upd = Update(
+        config=config,
+        model=model,
+        batch=batch,
+        token_adv=seq_adv[:, None].expand_as(mask).contiguous(),  # (B, T)
+        mask=mask,
+        seq_adv=seq_adv,
+        correct=batch.correct[batch.rows],
+        hinted=batch.hinted.repeat_interleave(G)[batch.rows] if batch.hinted is not None else None,
+        old_pass=config.num_iterations > 1
+        or config.steps_per_generation > 1
+        or any(s.old_policy_pass for s in strategies),
+    )
+    for s in strategies:
+        s.begin_update(upd)
+    return upd
+
+
+class _Step:
+    """The running sums of one update: token-weighted metric sums, loss parts, optimizer steps."""
+
+    def __init__(self, upd: Update, strategies: list[Strategy], rollout: Rollout, dist: Dist, **passes: Tensor | None):
+        self.upd, self.config, self.strategies, self.rollout, self.dist = upd, upd.config, strategies, rollout, dist
+        self.old_logp, self.before, self.ref_logp = passes["old_logp"], passes["before"], passes["ref_logp"]
+        self.sums = _Sums()
+        self.losses = dict.fromkeys(("total", "policy", "kl", "entropy"), 0.0)
+        self.losses.update(dict.fromkeys((name for s in strategies for name in s.losses), 0.0))
+        self.grad_norms: list[float] = []
+        self.skipped = self.opt_steps = 0
+
+    def micro_batch(self, fwd: Forward, agg: dict) -> Tensor:
+        """The micro-batch's loss: its token-loss sum over the whole optimizer step's denominator."""
+        config, mask, upd, ref_logp = self.config, fwd.mask, self.upd, self.ref_logp
+        adv = upd.token_adv[fwd.idx].to(mask.device)
+        for s in self.strategies:
+            adv = s.token_advantages(upd, fwd, adv)
+        policy, clip = _policy_token_loss(config, fwd.logp, fwd.old, adv, mask)
+        for s in self.strategies:
+            policy, clip = s.policy_loss(upd, fwd, adv, policy, clip)
+        terms = {"policy": policy}
+        for s in self.strategies:
+            terms.update(s.extra_loss(upd, fwd, adv))
+        if config.beta > 0:  # standard regularisers: KL to the reference model, entropy bonus
+            kl = kl_penalty(fwd.logp, ref_logp[fwd.idx].to(mask.device), estimator=config.kl_estimator)
+            terms["kl"] = config.beta * kl
+            self.sums.kl += float((kl.detach() * mask).sum())
+        if config.entropy_coef > 0:
+            terms["entropy"] = -config.entropy_coef * fwd.entropy
+        token_loss = sum(list(terms.values())[1:], policy)
+        for key, value in terms.items():
+            self.losses[key] += float(aggregate_loss(value, mask, **agg).detach())
+        self._count(fwd, clip)
+        return aggregate_loss(token_loss, mask, **agg)
+
+    def _count(self, fwd: Forward, clip: dict) -> None:
+        sums, mask = self.sums, fwd.mask
+        sums.tokens += mask.sum().item()
+        sums.ppo_kl += float(((fwd.old - fwd.logp.detach()) * mask).sum())
+        sums.entropy += float((fwd.entropy.detach() * mask).sum())
+        events = {"low": "clip_low", "high": "clip_high", "dual": "clip_dual", "seq": "clip_seq"}
+        for key, attr in {**events, "capped": "cispo_capped"}.items():
+            if key in clip:
+                setattr(sums, attr, getattr(sums, attr) + float((clip[key].float() * mask).sum()))
+
+    def optimizer_step(self, step_rows: list[Tensor], forward, optimizer, scheduler) -> None:
+        """One optimizer step over the micro-batches ``step_rows``: forwards, losses, backward, clip, step."""
+        upd, dist, config, mask = self.upd, self.dist, self.config, self.upd.mask
+        device = next(upd.model.parameters()).device
+        local = mask[torch.cat(step_rows)] if step_rows else mask[:0]
+        num_seqs, num_tokens = (int(x) for x in dist.sum(list(step_denominators(local))))  # global (1.5)
+        agg = {
+            "loss_type": config.loss_type,
+            "num_sequences": num_seqs,
+            "num_tokens": num_tokens,
+            "max_completion_length": config.max_completion_length,
+        }
+        step_loss = 0.0
+        if not step_rows:
+            _zero_backward(forward, device, dist)
+        for k, idx in enumerate(step_rows):
+            with dist.no_sync(sync=k == len(step_rows) - 1):  # gradients are synchronised once per step
+                loss = self.micro_batch(self.forward(forward, idx, device), agg)
+                dist.backward(loss)
+                step_loss += float(loss.detach())
+        step_loss = dist.sum([step_loss])[0]  # the step's loss: each process holds its share
+        self.losses["total"] += step_loss
+        self.opt_steps += 1
+        grad_norm = dist.clip_grad_norm_(upd.model, config.max_grad_norm)  # synchronised gradients: same everywhere
+        self.grad_norms.append(grad_norm)
+        if math.isfinite(step_loss) and math.isfinite(grad_norm):
+            optimizer.step()
+            scheduler.step()
+        else:
+            self.skipped += 1
+        optimizer.zero_grad(set_to_none=True)
+
+    def forward(self, forward, idx: Tensor, device: torch.device) -> Forward:
+        """The training forward of rows ``idx``; on-policy it is the old policy too (``old_policy`` hooks)."""
+        config, old_logp = self.config, self.old_logp
+        mb = self.rollout.select(idx).to(device)
+        hidden = any(s.hidden_states for s in self.strategies) and old_logp is None
+        logits, h = completion_forward(forward, mb, return_hidden=hidden)  # (b, T, V), (b, T, H)
+        logp = token_logprobs(logits, mb.completion_ids, temperature=config.temperature)  # (b, T)
+        if old_logp is not None:
+            old = old_logp[idx].to(device)
+        else:
+            old = logp.detach()
+            self.before[idx] = old.float().cpu()
+        with torch.set_grad_enabled(config.entropy_coef > 0):
+            entropy = token_entropy(logits / config.temperature)  # (b, T)
+        fwd = Forward(idx, mb, logits, h, logp, old, self.upd.mask[idx].to(device), entropy)
+        if old_logp is None:
+            for s in self.strategies:
+                s.old_policy(self.upd, fwd)
+        return fwd
+
+    def metrics(self, n: int, scheduler, dist: Dist) -> dict:
+        config, steps = self.config, self.opt_steps
+        sums = self.sums.reduced(dist)
+        names = [k for k in self.losses if k != "total"]
+        n_all, *parts = dist.sum([n, *(self.losses[k] for k in names)])
+        losses = {"total": self.losses["total"], **dict(zip(names, parts, strict=True))}  # total: summed per step
+        tok = self.tokens = max(sums.tokens, 1.0)
+        finite_norms = [g for g in self.grad_norms if math.isfinite(g)]
+        return {
+            "batch/completions": int(n_all),
+            **{f"loss/{k}": v / steps for k, v in losses.items()},
+            "update/skipped": self.skipped,
+            "policy/entropy": sums.entropy / tok,
+            "kl/ref": sums.kl / tok,
+            "policy/ppo_kl": sums.ppo_kl / tok,
+            "clip/low_frac": sums.clip_low / tok,
+            "clip/high_frac": sums.clip_high / tok,
+            "clip/dual_frac": sums.clip_dual / tok,
+            **({"clip/seq_frac": sums.clip_seq / tok} if config.importance_sampling_level != "token" else {}),
+            **({"cispo/capped_frac": sums.cispo_capped / tok} if config.policy_loss == "cispo" else {}),
+            "grad/norm": sum(finite_norms) / len(finite_norms) if finite_norms else float("nan"),
+            "lr": scheduler.get_last_lr()[0],
+        }
+
+
 def policy_update(
     config: Config, model, optimizer, scheduler, batch: TrainBatch, *, ref_model=None, dist: Dist = SINGLE
 ) -> UpdateResult:
@@ -375,196 +335,47 @@ def policy_update(
     which the training forward goes through, and ``batch`` is this process's share (possibly empty).
 
     With one optimizer step per batch (``num_iterations = steps_per_generation = 1``) the training
-    forward itself is the old policy: its detached log-probs are pi_old, NTHR runs on its logits and
-    hidden states group by group before the loss, and LLD's "before" comes from it too, so neither
-    costs an extra forward pass. Otherwise a no-grad old-policy pass computes all three (docs/algorithms.md §5.2).
+    forward itself is the old policy: its detached log-probs are pi_old, the strategies' ``old_policy``
+    hooks (NTHR, LENS) run on its logits before the loss, and LLD's "before" comes from it too, so none
+    costs an extra forward pass. Otherwise a no-grad old-policy pass computes them.
     """
-    rollout = batch.rollout.select(batch.rows)
-    device = next(model.parameters()).device
-    G = config.num_generations
-    mask = rollout.completion_mask.float()  # (B, T)
-    if config.mask_truncated_completions:
-        mask = mask * (~rollout.truncated).float()[:, None]
-    seq_adv = batch.seq_adv[batch.rows]  # (B,)
-    step_ids = batch.step_ids[batch.rows] if batch.step_ids is not None else None  # (B, T) LLDS step gate
-    correct = batch.correct[batch.rows]  # (B,)
-    success = batch.correct.view(-1, G).float().mean(dim=1).repeat_interleave(G)[batch.rows]  # (B,) group p
-    token_adv = seq_adv[:, None].expand_as(mask).contiguous()  # (B, T)
-    n = mask.shape[0]
-    hinted = batch.hinted.repeat_interleave(G)[batch.rows] if batch.hinted is not None else None  # (B,)
-    nthr = None
-    if config.nthr.enabled or config.thr.enabled:
-        if not bool(batch.rows.all()):
-            raise ValueError("NTHR needs whole groups: this method drops rows from its groups")
-        nthr = _NTHR(config, token_adv, mask, correct, skip=hinted)
-    zvp = batch.zvp[batch.rows] if batch.zvp is not None else None  # (B,) RL-ZVP rows
-    lens_groups = batch.lens if batch.lens is not None and bool(batch.lens.any()) else None  # (P,)
-    grouped = nthr is not None or lens_groups is not None  # hooks that need whole groups per micro-batch
-    # cross-group NTHR needs every micro-batch's scores before the first loss: a no-grad pass first
-    need_old = config.num_iterations > 1 or config.steps_per_generation > 1 or (nthr is not None and nthr.batch_scope)
-
+    strategies = strategy_registry.build(config)
+    upd = _begin(config, model, batch, strategies)
+    rollout, mask, n = batch.rollout.select(batch.rows), upd.mask, upd.mask.shape[0]
     t0 = time.perf_counter()
-    old_logp = None
-    if need_old and n:
-        chunks = _group_chunks(n, config.per_device_train_batch_size, G) if nthr else None
-        chunks = chunks or list(torch.arange(n).split(config.per_device_train_batch_size))
-        old_logp = _pass_logp(model, rollout, chunks, config.temperature, nthr)
-        if nthr.batch_scope if nthr is not None else False:
-            nthr.finish(*linear_head(model))
-        if lens_groups is not None:
-            _lens(config, token_adv, torch.arange(n), old_logp, mask, correct, lens_groups)
+    old_logp = _old_policy_pass(upd, rollout, strategies) if upd.old_pass and n else None
     all_rows = list(torch.arange(n).split(config.per_device_train_batch_size))
     ref_logp = _pass_logp(ref_model, rollout, all_rows, config.temperature) if config.beta > 0 and n else None
     t_old = time.perf_counter() - t0
-    before = old_logp if need_old and n else torch.zeros_like(mask)  # (B, T): filled by the training forward
+    before = old_logp if old_logp is not None else torch.zeros_like(mask)  # (B, T): filled by the training forward
 
     forward = dist.train_forward(model)  # the prepared module under DDP / FSDP, else the model
     (model if dist.wrapped is None else dist.wrapped).train()
-    sums = _Sums()
-    losses = {"total": 0.0, "policy": 0.0, "kl": 0.0, "entropy": 0.0, "llds": 0.0}
-    grad_norms, skipped, opt_steps = [], 0, 0
+    step = _Step(upd, strategies, rollout, dist, old_logp=old_logp, before=before, ref_logp=ref_logp)
     for _ in range(config.num_iterations):
-        plan = _optimizer_chunks(n, config)
-        if grouped and not need_old and n:  # NTHR / LENS inside the training forward: whole groups per micro-batch
-            plan = [_group_chunks(n, config.per_device_train_batch_size, G)]
-        plan += [[] for _ in range(int(dist.max([len(plan)])[0]) - len(plan))]  # as many steps on every process
-        for step_rows in plan:
-            local = mask[torch.cat(step_rows)] if step_rows else mask[:0]
-            num_seqs, num_tokens = (int(x) for x in dist.sum(list(step_denominators(local))))  # global (1.5)
-            agg = {
-                "loss_type": config.loss_type,
-                "num_sequences": num_seqs,
-                "num_tokens": num_tokens,
-                "max_completion_length": config.max_completion_length,
-            }
-            step_loss = 0.0
-            if not step_rows:
-                _zero_backward(forward, device, dist)
-            for k, idx in enumerate(step_rows):
-                mb = rollout.select(idx).to(device)
-                inline_nthr = nthr is not None and not need_old
-                with dist.no_sync(sync=k == len(step_rows) - 1):  # gradients are synchronised once per step
-                    logits, hidden = completion_forward(forward, mb, return_hidden=inline_nthr)  # (b, T, V), (b, T, H)
-                    logp = token_logprobs(logits, mb.completion_ids, temperature=config.temperature)  # (b, T)
-                    if inline_nthr:
-                        nthr.apply(idx, logits, hidden, mb.completion_ids.to(logits.device))
-                    mb_mask, mb_adv = mask[idx].to(device), token_adv[idx].to(device)
-                    if need_old:
-                        old = old_logp[idx].to(device)
-                    else:
-                        old = logp.detach()
-                        before[idx] = old.float().cpu()
-                    with torch.set_grad_enabled(config.entropy_coef > 0):
-                        entropy = token_entropy(logits / config.temperature)  # (b, T)
-                    if lens_groups is not None and not need_old:  # LENS from this (on-policy) forward
-                        _lens(config, token_adv, idx, old.detach().float().cpu(), mask, correct, lens_groups)
-                        mb_adv = token_adv[idx].to(device)
-                    if zvp is not None and bool(zvp[idx].any()):  # RL-ZVP: entropy of this forward, detached
-                        mb_adv = _rl_zvp(config, mb_adv, entropy.detach(), mb_mask, zvp[idx].to(device))
-                    policy, clip = _policy_token_loss(config, logp, old, mb_adv, mb_mask)
-                    off = mb.offpolicy.to(device) if mb.offpolicy is not None else None  # (b, T) hint tokens
-                    if off is not None and bool(off.any()):  # LUFFY's shaped loss, no ratio (docs/algorithms.md §11)
-                        policy = torch.where(off, shaped_offpolicy_loss(logp, mb_adv, gamma=config.hint.gamma), policy)
-                        clip = {k: v & ~off for k, v in clip.items()}
-                    token_loss = policy
-                    parts = {"policy": aggregate_loss(policy, mb_mask, **agg)}
-                    if config.llds.enabled:
-                        own = mb_mask if off is None else mb_mask * (~off).float()  # never the hint tokens
-                        gate = config.llds.gate
-                        steps = None
-                        if gate == "step" and step_ids is not None:
-                            steps = step_ids[idx].to(device)
-                        elif gate in ("step", "action"):  # runs of own tokens (a batch built without step ids)
-                            steps = action_ids(own)
-                        penalty, penalised = llds_token_loss(
-                            logp, old, own, seq_adv[idx].to(device), coef=config.llds.coef, gate=gate, step_ids=steps
-                        )
-                        token_loss = token_loss + penalty
-                        parts["llds"] = aggregate_loss(penalty, mb_mask, **agg)
-                        sums.llds_penalised += float(penalised.sum())
-                    if config.beta > 0:
-                        kl = kl_penalty(logp, ref_logp[idx].to(device), estimator=config.kl_estimator)
-                        token_loss = token_loss + config.beta * kl
-                        parts["kl"] = aggregate_loss(config.beta * kl, mb_mask, **agg)
-                        sums.kl += float((kl.detach() * mb_mask).sum())
-                    if config.entropy_coef > 0:
-                        token_loss = token_loss - config.entropy_coef * entropy
-                        parts["entropy"] = aggregate_loss(-config.entropy_coef * entropy, mb_mask, **agg)
-                    loss = aggregate_loss(token_loss, mb_mask, **agg)
-                    dist.backward(loss)
-                    step_loss += float(loss.detach())
-                    for key, value in parts.items():
-                        losses[key] += float(value.detach())
-                    m = mb_mask.sum().item()
-                    sums.tokens += m
-                    sums.ppo_kl += float(((old - logp.detach()) * mb_mask).sum())
-                    sums.entropy += float((entropy.detach() * mb_mask).sum())
-                    for key, attr in (
-                        ("low", "clip_low"),
-                        ("high", "clip_high"),
-                        ("dual", "clip_dual"),
-                        ("seq", "clip_seq"),
-                        ("capped", "cispo_capped"),
-                    ):
-                        if key in clip:
-                            setattr(sums, attr, getattr(sums, attr) + float((clip[key].float() * mb_mask).sum()))
-            step_loss = dist.sum([step_loss])[0]  # the step's loss: each process holds its share
-            losses["total"] += step_loss
-            opt_steps += 1
-            grad_norm = dist.clip_grad_norm_(model, config.max_grad_norm)  # synchronised gradients: same everywhere
-            grad_norms.append(grad_norm)
-            if math.isfinite(step_loss) and math.isfinite(grad_norm):
-                optimizer.step()
-                scheduler.step()
-            else:
-                skipped += 1
-            optimizer.zero_grad(set_to_none=True)
+        for step_rows in _plan(upd, strategies, dist):
+            step.optimizer_step(step_rows, forward, optimizer, scheduler)
     t_update = time.perf_counter() - t0 - t_old
-    sums = sums.reduced(dist)
-    n_all, *parts = dist.sum([n, losses["policy"], losses["kl"], losses["entropy"], losses["llds"]])
-    losses.update(zip(("policy", "kl", "entropy", "llds"), parts, strict=True))  # "total" is summed per step already
-    tok = max(sums.tokens, 1.0)
-    finite_norms = [g for g in grad_norms if math.isfinite(g)]
-    metrics = {
-        "batch/completions": int(n_all),
-        "loss/total": losses["total"] / opt_steps,
-        "loss/policy": losses["policy"] / opt_steps,
-        "loss/kl": losses["kl"] / opt_steps,
-        "loss/entropy": losses["entropy"] / opt_steps,
-        "update/skipped": skipped,
-        "policy/entropy": sums.entropy / tok,
-        "kl/ref": sums.kl / tok,
-        "policy/ppo_kl": sums.ppo_kl / tok,
-        "clip/low_frac": sums.clip_low / tok,
-        "clip/high_frac": sums.clip_high / tok,
-        "clip/dual_frac": sums.clip_dual / tok,
-        **({"clip/seq_frac": sums.clip_seq / tok} if config.importance_sampling_level != "token" else {}),
-        **({"cispo/capped_frac": sums.cispo_capped / tok} if config.policy_loss == "cispo" else {}),
-        **(
-            {"llds/penalised_frac": sums.llds_penalised / tok, "loss/llds": losses["llds"] / opt_steps}
-            if config.llds.enabled
-            else {}
-        ),
-        "grad/norm": sum(finite_norms) / len(finite_norms) if finite_norms else float("nan"),
-        "lr": scheduler.get_last_lr()[0],
-        "time/old_logp": t_old,
-        "time/update": t_update,
-    }
-    if nthr is not None:
-        metrics.update(nthr.metrics(dist))
+    metrics = step.metrics(n, scheduler, dist)
+    metrics.update({"time/old_logp": t_old, "time/update": t_update})
+    upd.tokens = step.tokens
+    for s in strategies:
+        metrics.update(s.update_metrics(upd, dist))
+    row_delta = None
     if config.lld.enabled:
-        measured = correct if hinted is None else correct & ~hinted  # hinted answers are not the policy's own
-        lld, row_delta = _lld(config, model, rollout, before, mask, measured, success, dist)
+        measured = upd.correct if upd.hinted is None else upd.correct & ~upd.hinted  # hinted: not the policy's own
+        success = batch.correct.view(-1, config.num_generations).float().mean(dim=1)  # (P,) group p
+        p = success.repeat_interleave(config.num_generations)[batch.rows]  # (B,)
+        lld, row_delta = _lld(config, model, rollout, before, mask, measured, p, dist)
         metrics.update(lld)
+    return UpdateResult(metrics, row_delta=row_delta, **upd.outputs)
+
+
+def _plan(upd: Update, strategies: list[Strategy], dist: Dist) -> list[list[Tensor]]:
+    """One pass's optimizer steps, each a list of micro-batches (as many steps on every process)."""
+    config, n = upd.config, upd.mask.shape[0]
+    if any(s.whole_groups for s in strategies) and not upd.old_pass and n:  # hooks in the training forward
+        plan = [_group_chunks(n, config.per_device_train_batch_size, config.num_generations)]
     else:
-        row_delta = None
-    if nthr is None:
-        return UpdateResult(metrics, row_delta=row_delta)
-    return UpdateResult(
-        metrics,
-        token_scores=nthr.scores,
-        token_selected=nthr.selected,
-        row_tau=nthr.row_tau,
-        row_eta=nthr.row_eta,
-        row_delta=row_delta,
-    )
+        plan = _optimizer_chunks(n, config)
+    return plan + [[] for _ in range(int(dist.max([len(plan)])[0]) - len(plan))]
