@@ -33,7 +33,7 @@ from neggrad.core.surrogates import cispo_loss, gspo_surrogate
 from neggrad.core.thr import thr_token_advantages
 from neggrad.core.zero_variance import lens_advantages, rl_zvp_advantages
 from neggrad.diagnostics.lld import lld_metrics
-from neggrad.distributed import SINGLE, Dist, gather_rows
+from neggrad.distributed import SINGLE, Dist, full_parameters, gather_rows
 from neggrad.policy import completion_forward, linear_head
 from neggrad.rollout.hf import Rollout
 from neggrad.sampling import TrainBatch
@@ -405,14 +405,15 @@ def policy_update(
 
     t0 = time.perf_counter()
     old_logp = None
-    if need_old and n:
-        chunks = _group_chunks(n, config.per_device_train_batch_size, G) if nthr else None
-        chunks = chunks or list(torch.arange(n).split(config.per_device_train_batch_size))
-        old_logp = _pass_logp(model, rollout, chunks, config.temperature, nthr)
-        if nthr.batch_scope if nthr is not None else False:
-            nthr.finish(*linear_head(model))
-        if lens_groups is not None:
-            _lens(config, token_adv, torch.arange(n), old_logp, mask, correct, lens_groups)
+    with full_parameters(model if need_old else None):  # FSDP: whole parameters, entered by every process
+        if need_old and n:
+            chunks = _group_chunks(n, config.per_device_train_batch_size, G) if nthr else None
+            chunks = chunks or list(torch.arange(n).split(config.per_device_train_batch_size))
+            old_logp = _pass_logp(model, rollout, chunks, config.temperature, nthr)
+            if nthr.batch_scope if nthr is not None else False:
+                nthr.finish(*linear_head(model))
+            if lens_groups is not None:
+                _lens(config, token_adv, torch.arange(n), old_logp, mask, correct, lens_groups)
     all_rows = list(torch.arange(n).split(config.per_device_train_batch_size))
     ref_logp = _pass_logp(ref_model, rollout, all_rows, config.temperature) if config.beta > 0 and n else None
     t_old = time.perf_counter() - t0
@@ -438,8 +439,12 @@ def policy_update(
                 "max_completion_length": config.max_completion_length,
             }
             step_loss = 0.0
-            if not step_rows:
+            padding = dist.missing_micro_batches(len(step_rows))  # FSDP: as many forwards on every process
+            if not step_rows and not padding:
                 _zero_backward(forward, device, dist)
+            for k in range(padding):
+                with dist.no_sync(sync=not step_rows and k == padding - 1):
+                    _zero_backward(forward, device, dist)
             for k, idx in enumerate(step_rows):
                 mb = rollout.select(idx).to(device)
                 inline_nthr = nthr is not None and not need_old
@@ -554,7 +559,8 @@ def policy_update(
         metrics.update(nthr.metrics(dist))
     if config.lld.enabled:
         measured = correct if hinted is None else correct & ~hinted  # hinted answers are not the policy's own
-        lld, row_delta = _lld(config, model, rollout, before, mask, measured, success, dist)
+        with full_parameters(model):
+            lld, row_delta = _lld(config, model, rollout, before, mask, measured, success, dist)
         metrics.update(lld)
     else:
         row_delta = None
