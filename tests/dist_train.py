@@ -20,7 +20,7 @@ def main() -> None:
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--stop-at", type=int, default=0)
     parser.add_argument("overrides", nargs="*")
-    args = parser.parse_args()
+    args = parser.parse_intermixed_args()
 
     def interrupt(event: str, data: dict) -> None:
         if args.stop_at and event == "step" and data["step"] == args.stop_at:

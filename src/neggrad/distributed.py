@@ -171,7 +171,7 @@ class Dist:
         """Put back the shards ``sharded_state`` returned, on a model and optimizer prepared the same way."""
         from torch.distributed.checkpoint.state_dict import set_model_state_dict, set_optimizer_state_dict
 
-        params = dict(model.named_parameters())
+        params = dict(model.named_parameters(remove_duplicate=False))  # tied weights under each name
         inner = getattr(optimizer, "optimizer", optimizer)
 
         def as_dtensor(name: str, local: Tensor) -> Tensor:
