@@ -7,6 +7,9 @@ SHA-256 of every file. It is written into a hidden temporary folder and renamed 
 mid-save leaves no partial ``step-N``. Loading checks every hash: a damaged checkpoint is named and refused,
 never loaded.
 
+Under FSDP each process also writes its shard of the model and optimizer state, ``sharded/rank-R-of-N.json`` and
+``.safetensors``, into the temporary folder before rank 0 finishes it (distributed.py).
+
 Nothing in a checkpoint can run code when it is read: it holds only safetensors and JSON, never a pickle.
 The hashes protect against damage, not against a hostile file (anyone can rewrite the manifest), so loading
 also refuses any file that could run code: a pickle (``.pt``, ``.bin``, ...; the ``trainer_state.pt`` that

@@ -1,4 +1,4 @@
-"""Several processes, one run: data parallelism through ``accelerate`` (DDP; FSDP / DeepSpeed through its configs).
+"""Several processes, one run: data parallelism through ``accelerate`` (DDP, or FSDP2 through an accelerate config).
 
 Launch (the run directory must be one folder all processes can read; only rank 0 writes it; docs/multiprocess.md
 has the commands as run on CPU):
@@ -7,6 +7,8 @@ has the commands as run on CPU):
     accelerate launch --num_processes 4 -m neggrad.cli train --config run.yaml --run-dir runs/x
     # CPU (gloo): accelerate launch --multi_gpu --num_processes 2 --num_machines 1 --mixed_precision no
     #             --dynamo_backend no -m neggrad.cli train ...   (``--cpu`` starts only one process)
+    accelerate launch --config_file configs/accelerate/fsdp2.yaml -m neggrad.cli train ...      # FSDP2, GPUs
+    accelerate launch --config_file configs/accelerate/fsdp2_cpu.yaml -m neggrad.cli train ...  # FSDP2, 2 CPUs
 
 A launcher is detected by ``WORLD_SIZE`` in the environment; without one nothing here is used and a run
 is exactly the single-process loop.
@@ -41,11 +43,32 @@ evaluation is split (process r takes every N-th held-out example) and its accura
 the examples each process scored. Only rank 0 writes ``config.yaml``, ``metrics.jsonl``, ``samples/``
 (its own groups), checkpoints and ``summary.json``; each checkpoint keeps every rank's RNG state.
 
-**FSDP / DeepSpeed ZeRO** come from an ``accelerate config``: the model and optimizer go through
-``accelerator.prepare``, gradients through ``accelerator.backward`` / ``clip_grad_norm_`` and the saved
-weights through ``accelerator.get_state_dict``. Not tested here (CPU only): generation and the no-grad
-passes use the unwrapped model, which needs full parameters on every process (DDP, ZeRO-1/2); with
-FSDP or ZeRO-3 they would need gathered parameters, and the optimizer state saved is rank 0's only.
+**FSDP2** comes from an accelerate config with ``distributed_type: FSDP`` and ``fsdp_version: 2``
+(configs/accelerate/fsdp2.yaml for GPUs, fsdp2_cpu.yaml for 2 CPU processes): the model and optimizer go
+through ``accelerator.prepare`` (``fully_shard`` per decoder layer), gradients through ``accelerator.backward``,
+``no_sync`` and ``clip_grad_norm_``. accelerate 1.15 enables FSDP only on accelerator backends and would run
+DDP on the CPU without a word; ``_fsdp_accelerator`` sets its state to FSDP there, so the CPU tests take the
+same accelerate code path as a GPU run. What sharding changes:
+
+- Generation, evaluation, the LLD probe, the update's no-grad passes (old policy, LLD) and a checkpoint's
+  ``save_pretrained`` run inside ``full_parameters``: every FSDP module unsharded once (an all-gather entered
+  by every process), no collective in the forwards inside (each process runs as many as its own rows need),
+  resharded after. A process holds the whole weights during those stages.
+- In the training forward each FSDP forward/backward is a collective, so a process with fewer micro-batches
+  in an optimizer step adds empty ones (``missing_micro_batches``, a zero-loss backward).
+- Checkpoints: rank 0 writes the full weights (``model/``, gathered with torch.distributed.checkpoint's
+  ``get_model_state_dict``), and every process writes its shard of the model and optimizer state
+  (``sharded/rank-R-of-N.json`` + ``.safetensors``, from ``get_model_state_dict`` /
+  ``get_optimizer_state_dict``, restored with the ``set_*`` functions). No pickle: accelerate's own
+  ``save_state`` writes pickles (``random_states_R.pkl``, ``scheduler.bin``, and for FSDP a DCP folder
+  whose ``.metadata`` is a pickle), which neggrad's checkpoints refuse to load. A sharded checkpoint resumes
+  only with the same number of processes and the same FSDP config; its ``model/`` loads anywhere.
+
+Tested with 2 CPU processes (tests/test_distributed.py): interrupted and resumed equals uninterrupted (metrics
+without ``time/*``, final weights, bitwise), and FSDP equals DDP up to float reduction order. Not tested (no GPU
+here): the GPU config itself, mixed precision, CPU offload, vLLM under FSDP (its weight sync runs inside
+``full_parameters``), LoRA under FSDP, FSDP version 1 (refused) and DeepSpeed ZeRO (would run without
+``full_parameters``: ZeRO-3 would not gather for generation).
 """
 
 from __future__ import annotations

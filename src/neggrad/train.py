@@ -210,11 +210,6 @@ class Trainer:
         self.ref_model = reference_model(self.model, cfg, resumed=checkpoint is not None) if cfg.beta > 0 else None
         self.task = build_task(cfg, tokenizer=self.tokenizer)
         self.eval_set = self.task.eval_examples()
-        if dist.sharded and cfg.rollout.backend != "hf":
-            raise ConfigError(
-                f"rollout.backend={cfg.rollout.backend} under FSDP is not supported: its weight sync reads full "
-                "weights from a sharded model; use rollout.backend=hf, or DDP (docs/multiprocess.md)"
-            )
         self.engine = build_rollout(self.model, self.tokenizer, cfg)  # rollout.backend: hf or vllm
         if dist.seeded_sampling and isinstance(self.engine, HFRollout):  # completions independent of N
             self.engine = GroupSeededRollout(self.engine, cfg.seed)
@@ -425,7 +420,8 @@ class Trainer:
                 cfg, self.model, self.optimizer, self.scheduler, local, ref_model=self.ref_model, dist=dist
             )
             if hasattr(self.engine, "sync_weights"):  # vLLM samples the next batch with the updated weights
-                self.engine.sync_weights(self.model)
+                with full_parameters(self.model):  # FSDP: it copies whole parameters (untested: needs GPUs)
+                    self.engine.sync_weights(self.model)
             record.update(update.metrics)
             record.update(_update_time_by_kind(local, update.metrics, cfg.num_generations))
             if dist.is_main and batch is not None:
