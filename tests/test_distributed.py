@@ -188,3 +188,14 @@ def test_fsdp_trains_like_ddp(fsdp_run, tmp_path):
     w_fsdp, w_ddp = (load_file(d / "checkpoints" / "step-3" / "model" / "model.safetensors") for d in (fsdp_run, ddp))
     for key in w_ddp:
         torch.testing.assert_close(w_fsdp[key], w_ddp[key], atol=1e-6, rtol=0)
+
+
+@pytest.mark.slow
+def test_a_sharded_checkpoint_refuses_to_resume_without_fsdp(fsdp_run, tmp_path):
+    import shutil
+
+    run = tmp_path / "copy"
+    shutil.copytree(fsdp_run, run)
+    env_launcher = ["torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    with pytest.raises(AssertionError, match="holds FSDP shards of 2 processes and this run has no FSDP"):
+        _launch(env_launcher, run, FSDP_RUN, "--resume")
