@@ -95,3 +95,107 @@ def test_two_processes_train_like_one_with_the_same_global_batch(tmp_path):
         torch.testing.assert_close(w2[key], w1[key], atol=1e-6, rtol=0)
     summary = json.loads((tmp_path / "two" / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["steps"] == 1
+
+
+# ---------------------------------------------------------------------- FSDP2 (configs/accelerate/fsdp2_cpu.yaml)
+ACCELERATE_CONFIGS = ROOT / "configs" / "accelerate"
+FSDP_RUN = [
+    *TINY,
+    "reward.kind=tests.test_methods_e2e:parity",  # mixed groups from a random model
+    "loss_type=dapo",
+    "max_steps=3",
+    "save_steps=1",
+    "eval_steps=2",  # an evaluation inside the run (greedy generation under FSDP, split over processes)
+    "lld.probe_size=4",  # the LLD probe's no-grad pass
+    "lld.probe_every=2",
+    "steps_per_generation=2",  # an old-policy no-grad pass and 2 optimizer steps per batch
+    "per_device_train_batch_size=4",
+    "gradient_accumulation_steps=1",  # per process: 4 x 1 x 2 = 8 completions, 2 prompts
+]
+
+
+def _launch(launcher: list[str], run_dir: Path, overrides: list[str], *extra: str) -> subprocess.CompletedProcess:
+    """``tests.dist_train`` (neggrad.train.train, optionally interrupted) under ``launcher`` on CPU (gloo)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "src"), env.get("PYTHONPATH", "")])
+    env["CUDA_VISIBLE_DEVICES"] = ""
+    for key in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(key, None)
+    for key in [k for k in env if k.startswith(("ACCELERATE_", "FSDP_"))]:
+        env.pop(key)
+    command = [sys.executable, "-m", *launcher, "-m", "tests.dist_train", str(run_dir), *extra, *overrides]
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-4000:]
+    return done
+
+
+def _fsdp(run_dir: Path, *extra: str) -> None:
+    launcher = ["accelerate.commands.launch", "--config_file", str(ACCELERATE_CONFIGS / "fsdp2_cpu.yaml")]
+    _launch(launcher, run_dir, FSDP_RUN, *extra)
+
+
+def _metrics(run_dir: Path) -> list[dict]:
+    """metrics.jsonl without the wall-clock readings."""
+    lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in line.items() if not k.startswith("time/") and k != "budget/seconds"} for line in lines]
+
+
+@pytest.fixture(scope="module")
+def fsdp_run(tmp_path_factory) -> Path:
+    """One uninterrupted 3-step FSDP2 run with 2 processes."""
+    pytest.importorskip("accelerate")
+    run_dir = tmp_path_factory.mktemp("fsdp") / "full"
+    _fsdp(run_dir)
+    return run_dir
+
+
+@pytest.mark.slow
+def test_fsdp_two_processes_resume_exactly(fsdp_run, tmp_path):
+    from neggrad.checkpoint import verify_checkpoint
+
+    ckpt = fsdp_run / "checkpoints" / "step-3"
+    verify_checkpoint(ckpt)  # hashes, and nothing that could run code: no pickle anywhere, shards included
+    assert sorted(p.name for p in (ckpt / "sharded").iterdir()) == [
+        f"rank-{r}-of-2.{ext}" for r in (0, 1) for ext in ("json", "safetensors")
+    ]
+    shard = load_file(ckpt / "sharded" / "rank-1-of-2.safetensors")
+    full = load_file(ckpt / "model" / "model.safetensors")
+    assert sum(t.numel() for t in shard.values()) < 3 * sum(t.numel() for t in full.values())  # 1/2 of weights + Adam
+
+    part = tmp_path / "part"
+    _fsdp(part, "--stop-at", "2")  # SIGINT to both processes after step 2: they save step-2 and stop
+    assert json.loads((part / "summary.json").read_text())["status"] == "interrupted"
+    _fsdp(part, "--resume")
+    assert _metrics(part) == _metrics(fsdp_run)
+    assert len(_metrics(part)) == 3 and any("eval/accuracy" in line for line in _metrics(part))
+    resumed = load_file(part / "checkpoints" / "step-3" / "model" / "model.safetensors")
+    for key, value in full.items():
+        assert torch.equal(resumed[key], value), key
+    s1, s2 = (json.loads((d / "summary.json").read_text()) for d in (fsdp_run, part))
+    assert s1["accuracy_after"] == s2["accuracy_after"] and s2["status"] == "completed"
+
+
+@pytest.mark.slow
+def test_fsdp_trains_like_ddp(fsdp_run, tmp_path):
+    ddp = tmp_path / "ddp"
+    _launch(["torch.distributed.run", "--standalone", "--nproc_per_node", "2"], ddp, FSDP_RUN)
+    m_fsdp, m_ddp = _metrics(fsdp_run), _metrics(ddp)
+    assert len(m_fsdp) == len(m_ddp) == 3
+    for a, b in zip(m_fsdp, m_ddp, strict=True):
+        assert a.keys() == b.keys()
+        for key in a:
+            assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-7), (a["step"], key)
+    w_fsdp, w_ddp = (load_file(d / "checkpoints" / "step-3" / "model" / "model.safetensors") for d in (fsdp_run, ddp))
+    for key in w_ddp:
+        torch.testing.assert_close(w_fsdp[key], w_ddp[key], atol=1e-6, rtol=0)
+
+
+@pytest.mark.slow
+def test_a_sharded_checkpoint_refuses_to_resume_without_fsdp(fsdp_run, tmp_path):
+    import shutil
+
+    run = tmp_path / "copy"
+    shutil.copytree(fsdp_run, run)
+    env_launcher = ["torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    with pytest.raises(AssertionError, match="holds FSDP shards of 2 processes and this run has no FSDP"):
+        _launch(env_launcher, run, FSDP_RUN, "--resume")

@@ -7,6 +7,9 @@ SHA-256 of every file. It is written into a hidden temporary folder and renamed 
 mid-save leaves no partial ``step-N``. Loading checks every hash: a damaged checkpoint is named and refused,
 never loaded.
 
+Under FSDP each process also writes its shard of the model and optimizer state, ``sharded/rank-R-of-N.json`` and
+``.safetensors``, into the temporary folder before rank 0 finishes it (distributed.py).
+
 Nothing in a checkpoint can run code when it is read: it holds only safetensors and JSON, never a pickle.
 The hashes protect against damage, not against a hostile file (anyone can rewrite the manifest), so loading
 also refuses any file that could run code: a pickle (``.pt``, ``.bin``, ...; the ``trainer_state.pt`` that
@@ -87,21 +90,26 @@ def save_checkpoint(
     trainer_state: dict,
     keep: int,
     state_dict: dict | None = None,
+    sharded: bool = False,
 ) -> Path:
     """Write ``root/step-{step}`` atomically and keep only the ``keep`` newest checkpoints.
 
     ``state_dict``: the full weights when ``model`` holds only a shard of them (FSDP, ZeRO-3).
+    ``sharded``: every process has already written its shard of the model and optimizer state into the
+    temporary folder (``shard_folder``); ``optimizer`` is then None and the trainer state holds none.
     """
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{step}"
     tmp = root / f".tmp-step-{step}"
-    if tmp.exists():
+    if tmp.exists() and not sharded:
         shutil.rmtree(tmp)
-    tmp.mkdir()
+    tmp.mkdir(exist_ok=sharded)
     model.save_pretrained(tmp / "model", safe_serialization=True, **({"state_dict": state_dict} if state_dict else {}))
     if tokenizer is not None:
         tokenizer.save_pretrained(tmp / "model")
-    state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng_state()}
+    state = {"scheduler": scheduler.state_dict(), "rng": rng_state()}
+    if optimizer is not None:
+        state["optimizer"] = optimizer.state_dict()
     write_trainer_state({**state, **trainer_state}, tmp)
     files = sorted(p for p in tmp.rglob("*") if p.is_file())
     manifest = {"step": step, "files": {str(p.relative_to(tmp)): _sha256(p) for p in files}}
@@ -116,6 +124,26 @@ def save_checkpoint(
     for old in list_checkpoints(root)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+SHARDS = "sharded"
+"""The folder of a checkpoint holding each process's shard of the model and optimizer state (FSDP)."""
+
+
+def shard_folder(root: Path, step: int, *, fresh: bool) -> Path:
+    """Where the processes write their shards of the checkpoint of ``step`` before ``save_checkpoint`` finishes
+    it (inside its temporary folder, so a crash still leaves no partial ``step-N``); ``fresh``: (rank 0, before
+    the others write) remove what an earlier attempt left and create it."""
+    folder = root / f".tmp-step-{step}" / SHARDS
+    if fresh:
+        if folder.parent.exists():
+            shutil.rmtree(folder.parent)
+        folder.mkdir(parents=True)
+    return folder
+
+
+def shard_name(rank: int, world_size: int) -> str:
+    return f"rank-{rank}-of-{world_size}"
 
 
 def list_checkpoints(root: Path) -> list[Path]:
@@ -341,25 +369,25 @@ def _decode(obj: Any, tensors: dict[str, torch.Tensor], where: Path) -> Any:
     return {k: _decode(v, tensors, where) for k, v in obj.items()}
 
 
-def write_trainer_state(state: dict, folder: Path) -> None:
-    """Write ``state`` as ``trainer_state.json`` and ``trainer_state.safetensors`` in ``folder`` (no pickle)."""
+def write_trainer_state(state: dict, folder: Path, stem: str = "trainer_state") -> None:
+    """Write ``state`` as ``{stem}.json`` and ``{stem}.safetensors`` in ``folder`` (no pickle)."""
     from safetensors.torch import save_file
 
     tensors: dict[str, torch.Tensor] = {}
     encoded = _encode(state, tensors)
-    save_file(tensors, str(folder / STATE_TENSORS))
-    (folder / STATE_JSON).write_text(json.dumps(encoded))
+    save_file(tensors, str(folder / f"{stem}.safetensors"))
+    (folder / f"{stem}.json").write_text(json.dumps(encoded))
 
 
-def read_trainer_state(folder: Path) -> dict:
+def read_trainer_state(folder: Path, stem: str = "trainer_state") -> dict:
     """The state :func:`write_trainer_state` wrote in ``folder``, bit for bit (tensors on the CPU)."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    path = folder / STATE_JSON
+    path = folder / f"{stem}.json"
     try:
         encoded = json.loads(path.read_text())
-        tensors = load_file(str(folder / STATE_TENSORS))
+        tensors = load_file(str(folder / f"{stem}.safetensors"))
     except (OSError, ValueError, SafetensorError) as err:
-        raise CheckpointError(f"{path} or {STATE_TENSORS} is unreadable: {err}") from None
+        raise CheckpointError(f"{path} or {stem}.safetensors is unreadable: {err}") from None
     return _decode(encoded, tensors, path)

@@ -1,4 +1,4 @@
-"""Several processes, one run: data parallelism through ``accelerate`` (DDP; FSDP / DeepSpeed through its configs).
+"""Several processes, one run: data parallelism through ``accelerate`` (DDP, or FSDP2 through an accelerate config).
 
 Launch (the run directory must be one folder all processes can read; only rank 0 writes it; docs/multiprocess.md
 has the commands as run on CPU):
@@ -7,6 +7,8 @@ has the commands as run on CPU):
     accelerate launch --num_processes 4 -m neggrad.cli train --config run.yaml --run-dir runs/x
     # CPU (gloo): accelerate launch --multi_gpu --num_processes 2 --num_machines 1 --mixed_precision no
     #             --dynamo_backend no -m neggrad.cli train ...   (``--cpu`` starts only one process)
+    accelerate launch --config_file configs/accelerate/fsdp2.yaml -m neggrad.cli train ...      # FSDP2, GPUs
+    accelerate launch --config_file configs/accelerate/fsdp2_cpu.yaml -m neggrad.cli train ...  # FSDP2, 2 CPUs
 
 A launcher is detected by ``WORLD_SIZE`` in the environment; without one nothing here is used and a run
 is exactly the single-process loop.
@@ -41,11 +43,32 @@ evaluation is split (process r takes every N-th held-out example) and its accura
 the examples each process scored. Only rank 0 writes ``config.yaml``, ``metrics.jsonl``, ``samples/``
 (its own groups), checkpoints and ``summary.json``; each checkpoint keeps every rank's RNG state.
 
-**FSDP / DeepSpeed ZeRO** come from an ``accelerate config``: the model and optimizer go through
-``accelerator.prepare``, gradients through ``accelerator.backward`` / ``clip_grad_norm_`` and the saved
-weights through ``accelerator.get_state_dict``. Not tested here (CPU only): generation and the no-grad
-passes use the unwrapped model, which needs full parameters on every process (DDP, ZeRO-1/2); with
-FSDP or ZeRO-3 they would need gathered parameters, and the optimizer state saved is rank 0's only.
+**FSDP2** comes from an accelerate config with ``distributed_type: FSDP`` and ``fsdp_version: 2``
+(configs/accelerate/fsdp2.yaml for GPUs, fsdp2_cpu.yaml for 2 CPU processes): the model and optimizer go
+through ``accelerator.prepare`` (``fully_shard`` per decoder layer), gradients through ``accelerator.backward``,
+``no_sync`` and ``clip_grad_norm_``. accelerate 1.15 enables FSDP only on accelerator backends and would run
+DDP on the CPU without a word; ``_fsdp_accelerator`` sets its state to FSDP there, so the CPU tests take the
+same accelerate code path as a GPU run. What sharding changes:
+
+- Generation, evaluation, the LLD probe, the update's no-grad passes (old policy, LLD) and a checkpoint's
+  ``save_pretrained`` run inside ``full_parameters``: every FSDP module unsharded once (an all-gather entered
+  by every process), no collective in the forwards inside (each process runs as many as its own rows need),
+  resharded after. A process holds the whole weights during those stages.
+- In the training forward each FSDP forward/backward is a collective, so a process with fewer micro-batches
+  in an optimizer step adds empty ones (``missing_micro_batches``, a zero-loss backward).
+- Checkpoints: rank 0 writes the full weights (``model/``, gathered with torch.distributed.checkpoint's
+  ``get_model_state_dict``), and every process writes its shard of the model and optimizer state
+  (``sharded/rank-R-of-N.json`` + ``.safetensors``, from ``get_model_state_dict`` /
+  ``get_optimizer_state_dict``, restored with the ``set_*`` functions). No pickle: accelerate's own
+  ``save_state`` writes pickles (``random_states_R.pkl``, ``scheduler.bin``, and for FSDP a DCP folder
+  whose ``.metadata`` is a pickle), which neggrad's checkpoints refuse to load. A sharded checkpoint resumes
+  only with the same number of processes and the same FSDP config; its ``model/`` loads anywhere.
+
+Tested with 2 CPU processes (tests/test_distributed.py): interrupted and resumed equals uninterrupted (metrics
+without ``time/*``, final weights, bitwise), and FSDP equals DDP up to float reduction order. Not tested (no GPU
+here): the GPU config itself, mixed precision, CPU offload, vLLM under FSDP (its weight sync runs inside
+``full_parameters``), LoRA under FSDP, FSDP version 1 (refused) and DeepSpeed ZeRO (would run without
+``full_parameters``: ZeRO-3 would not gather for generation).
 """
 
 from __future__ import annotations
@@ -93,12 +116,19 @@ class Dist:
         # broadcast_buffers=False: DDP would otherwise broadcast buffers at every forward, a collective that
         # hangs when processes run different numbers of micro-batches (they do: groups are filtered locally)
         ddp = DistributedDataParallelKwargs(broadcast_buffers=False)
-        accelerator = Accelerator(cpu=not torch.cuda.is_available(), kwargs_handlers=[ddp])
-        return cls(accelerator)
+        cpu = not torch.cuda.is_available()
+        if not _fsdp_requested():
+            return cls(Accelerator(cpu=cpu, kwargs_handlers=[ddp]))
+        return cls(_fsdp_accelerator(cpu, ddp))
 
     @property
     def is_main(self) -> bool:
         return self.rank == 0
+
+    @property
+    def sharded(self) -> bool:
+        """Whether the model holds only a shard of its parameters on this process (FSDP2)."""
+        return self.accelerator is not None and self.accelerator.distributed_type.value == "FSDP"
 
     @property
     def device(self) -> torch.device | None:
@@ -136,10 +166,59 @@ class Dist:
             return float(torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm))
         return float(self.accelerator.clip_grad_norm_(self.wrapped.parameters(), max_norm))
 
+    def missing_micro_batches(self, count: int) -> int:
+        """How many empty micro-batches this process adds to its ``count`` in an optimizer step (FSDP only).
+
+        Every FSDP forward and backward all-gathers the parameters of each sharded layer, a collective: every
+        process must run as many of them as the others, also when it kept fewer groups. DDP synchronises only
+        the step's last backward, so it needs none (0: DDP and one process run exactly as before)."""
+        if not self.sharded:
+            return 0
+        return int(self.max([count])[0]) - count
+
+    def sharded_state(self, model, optimizer) -> dict | None:
+        """This process's shard of the model and optimizer state as plain tensors (FSDP), else None.
+
+        Through torch.distributed.checkpoint's state-dict API (keys are parameter names, optimizer state by
+        parameter name); each DTensor becomes its local shard, which ``load_sharded_state`` puts back on a
+        model sharded the same way (same number of processes, same FSDP config)."""
+        if not self.sharded:
+            return None
+        from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
+
+        inner = getattr(optimizer, "optimizer", optimizer)  # accelerate's AcceleratedOptimizer wraps the torch one
+        state = {"model": get_model_state_dict(model), "optimizer": get_optimizer_state_dict(model, inner)}
+        return _map_tensors(state, lambda t: t.to_local().detach().cpu().clone() if _is_dtensor(t) else t)
+
+    def load_sharded_state(self, model, optimizer, state: dict) -> None:
+        """Put back the shards ``sharded_state`` returned, on a model and optimizer prepared the same way."""
+        from torch.distributed.checkpoint.state_dict import set_model_state_dict, set_optimizer_state_dict
+
+        params = dict(model.named_parameters(remove_duplicate=False))  # tied weights under each name
+        inner = getattr(optimizer, "optimizer", optimizer)
+
+        def as_dtensor(name: str, local: Tensor) -> Tensor:
+            from torch.distributed.tensor import DTensor
+
+            p = params[name]
+            if not _is_dtensor(p) or local.shape != p.to_local().shape:
+                return local  # a scalar (Adam's step) or an unsharded tensor
+            local = local.to(device=p.to_local().device, dtype=p.dtype if local.is_floating_point() else local.dtype)
+            return DTensor.from_local(local, p.device_mesh, p.placements, shape=p.shape, stride=p.stride())
+
+        set_model_state_dict(model, {k: as_dtensor(k, v) for k, v in state["model"].items()})
+        saved = state["optimizer"]
+        per_param = {k: {key: as_dtensor(k, v) for key, v in s.items()} for k, s in saved["state"].items()}
+        set_optimizer_state_dict(model, inner, {"state": per_param, "param_groups": saved["param_groups"]})
+
     def model_state_dict(self, model) -> dict | None:
         """Full weights for saving when ``model`` holds a shard (FSDP, DeepSpeed: a collective), else None."""
         if self.accelerator is None or self.accelerator.distributed_type.value not in ("FSDP", "DEEPSPEED"):
             return None
+        if self.sharded:  # whatever the config's fsdp_state_dict_type (accelerate follows it): full, on rank 0
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+            return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
         return self.accelerator.get_state_dict(model if self.wrapped is None else self.wrapped)
 
     # ------------------------------------------------------------------ collectives
@@ -204,6 +283,97 @@ class Dist:
 
 SINGLE = Dist()
 """The one-process default: every collective is the identity."""
+
+
+def _fsdp_requested() -> bool:
+    """Whether ``accelerate launch`` was given an FSDP config (it sets ``ACCELERATE_USE_FSDP``)."""
+    return os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+
+
+def _fsdp_accelerator(cpu: bool, *handlers):
+    """An Accelerator for the launcher's FSDP config (``FSDP_*`` variables), FSDP2 only, also on the CPU.
+
+    accelerate 1.15 turns FSDP on only for accelerator backends: on the CPU (gloo) it silently makes the run
+    ``MULTI_CPU`` (DDP) and ignores the plugin (``accelerate/state.py``: the FSDP branch is inside the
+    multi-GPU case). torch's FSDP2 (``fully_shard``) runs on gloo, so on the CPU the state is set to FSDP with
+    the launcher's plugin: ``prepare``, ``backward``, ``no_sync``, ``clip_grad_norm_`` and ``get_state_dict``
+    then take accelerate's own FSDP2 code path, the one a GPU run takes (what the CPU tests exercise).
+    """
+    from accelerate import Accelerator, PartialState
+    from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+
+    plugin = FullyShardedDataParallelPlugin()  # reads the launcher's FSDP_* variables
+    if plugin.fsdp_version != 2:
+        raise ValueError(
+            f"neggrad supports FSDP version 2 only (fully_shard; this config has fsdp_version {plugin.fsdp_version}): "
+            "set fsdp_version: 2 in the accelerate config (configs/accelerate/fsdp2.yaml)"
+        )
+    accelerator = Accelerator(cpu=cpu, fsdp_plugin=plugin, kwargs_handlers=list(handlers))
+    if accelerator.distributed_type == DistributedType.MULTI_CPU:
+        # both shared states: an AcceleratorState() made later (transformers makes some) copies PartialState's
+        PartialState._shared_state["distributed_type"] = DistributedType.FSDP
+        accelerator.state.distributed_type = DistributedType.FSDP
+        accelerator.state.fsdp_plugin = plugin
+    if accelerator.distributed_type != DistributedType.FSDP:
+        raise RuntimeError(f"the FSDP config gave accelerate distributed_type {accelerator.distributed_type}")
+    return accelerator
+
+
+def _is_dtensor(t) -> bool:
+    from torch.distributed.tensor import DTensor
+
+    return isinstance(t, DTensor)
+
+
+def _map_tensors(obj, fn):
+    """``obj`` (dicts, lists, tuples) with ``fn`` applied to each tensor in it."""
+    if isinstance(obj, Tensor):
+        return fn(obj)
+    if isinstance(obj, dict):
+        return {k: _map_tensors(v, fn) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_map_tensors(v, fn) for v in obj)
+    return obj
+
+
+@contextlib.contextmanager
+def full_parameters(model) -> Iterator[None]:
+    """Every parameter of ``model`` whole on this process for the duration, when FSDP2 shards it; else nothing.
+
+    For generation and the no-grad passes (old policy, LLD, probe): each process runs as many forwards as its
+    own rows need (``generate`` stops when its own completions end), so the per-forward all-gathers of FSDP
+    would not match across processes. Here every FSDP module is unsharded once (``FSDPModule.unshard``, one
+    all-gather per module on every process) with ``reshard_after_forward`` off, so forwards inside issue no
+    collective, and resharded at the end (``reshard``) with its setting restored. Use it only outside
+    autograd (no backward inside) and around code every process enters the same number of times (the unshard
+    is a collective): the trainer wraps whole stages (collect_batch, evaluation, the probe, the update's
+    no-grad passes), never a per-process call such as one ``generate``.
+    """
+    try:
+        from torch.distributed.fsdp import FSDPModule
+    except ImportError:  # a torch without FSDP2: nothing can be sharded
+        yield
+        return
+    modules = [m for m in model.modules() if isinstance(m, FSDPModule)] if model is not None else []
+    if not modules:
+        yield
+        return
+    saved = []
+    for module in modules:  # FSDP2 has no getter for reshard_after_forward: keep its fields to restore them
+        state = module._get_fsdp_state()
+        saved.append((state._auto_reshard_after_forward, [g.post_forward_mesh_info for g in state._fsdp_param_groups]))
+        module.set_reshard_after_forward(False, recurse=False)
+    for module in modules:
+        module.unshard()
+    try:
+        yield
+    finally:
+        for module, (auto, infos) in zip(modules, saved, strict=True):
+            module.reshard()
+            state = module._get_fsdp_state()
+            state._auto_reshard_after_forward = auto
+            for group, info in zip(state._fsdp_param_groups, infos, strict=True):
+                group.post_forward_mesh_info = info
 
 
 class _Prepared:

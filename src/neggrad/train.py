@@ -26,12 +26,18 @@ import numpy as np
 import torch
 
 from neggrad.checkpoint import (
+    SHARDS,
+    CheckpointError,
     list_checkpoints,
     load_trainer_state,
+    read_trainer_state,
     remove_stale_tmp,
     rng_state,
     save_checkpoint_or_explain,
     set_rng_state,
+    shard_folder,
+    shard_name,
+    write_trainer_state,
 )
 from neggrad.config import (
     Config,
@@ -44,7 +50,7 @@ from neggrad.config import (
 )
 from neggrad.core.groups import KINDS
 from neggrad.diagnostics.probe import ProbeSet
-from neggrad.distributed import Dist, GroupSeededRollout, gather_rows
+from neggrad.distributed import Dist, GroupSeededRollout, full_parameters, gather_rows
 from neggrad.evaluate import evaluate
 from neggrad.feedback.build import close_judges
 from neggrad.metrics import MetricsWriter
@@ -228,7 +234,7 @@ class Trainer:
             **dict.fromkeys(SPENT.values(), 0),
         }
         if checkpoint is not None:
-            self.optimizer.load_state_dict(state["optimizer"])
+            self._load_optimizer(checkpoint, state)
             self.scheduler.load_state_dict(state["scheduler"])
             self._replan_lr()
             self._set_rng(state)
@@ -241,6 +247,24 @@ class Trainer:
             self.metrics = MetricsWriter(self.run_dir / "metrics.jsonl", keep_through_step=self.state["step"])
             resumed_step = self.state["step"] if checkpoint is not None else None
             self.trackers = Trackers.open(cfg, self.run_dir, resumed_step=resumed_step)
+
+    def _load_optimizer(self, checkpoint: Path, state: dict) -> None:
+        """The optimizer state from the checkpoint: the trainer state's, or (FSDP) this process's shard, which also
+        restores its shard of the model (saved by torch.distributed.checkpoint's state-dict API, see ``save``)."""
+        dist, shards = self.dist, state.get("shards")
+        if shards is None and not dist.sharded:
+            self.optimizer.load_state_dict(state["optimizer"])
+            return
+        if shards is None or not dist.sharded or shards["world_size"] != dist.world_size:
+            held = f"FSDP shards of {shards['world_size']} processes" if shards else "an unsharded optimizer state"
+            now = f"FSDP with {dist.world_size} processes" if dist.sharded else "no FSDP"
+            raise CheckpointError(
+                f"{checkpoint} holds {held} and this run has {now}: resume it the way it was launched "
+                "(the same accelerate config and number of processes)"
+            )
+        # load_trainer_state has verified every file of the checkpoint (its manifest lists the shards too)
+        local = read_trainer_state(checkpoint / SHARDS, stem=shard_name(dist.rank, dist.world_size))
+        dist.load_sharded_state(self.model, self.optimizer, local)
 
     def _resume_changes(self) -> dict[str, list]:
         """What this config changes in the run's saved ``config.yaml``; only ``RESUME_KEYS`` may change."""
@@ -336,7 +360,8 @@ class Trainer:
         if cfg.lld.enabled and cfg.lld.probe_size:
             self.probe = ProbeSet.load(self.run_dir)
             if self.probe is None:  # every process builds the same probe (seeded, same weights); rank 0 saves it
-                self.probe = ProbeSet.build(cfg, self.engine, self.task, self.eval_set)
+                with full_parameters(self.model):
+                    self.probe = ProbeSet.build(cfg, self.engine, self.task, self.eval_set)
                 if self.dist.is_main:
                     self.probe.save(self.run_dir)
         status = "completed"
@@ -379,9 +404,10 @@ class Trainer:
         dist = self.dist
         sampled: dict = {}  # the sampling stage's metrics, reduced over processes, also when nothing was kept
         self._where = ("generation", state["step"] + 1)
-        batch, state["cursor"] = collect_batch(
-            cfg, self.engine, self.task, state["cursor"], dist=dist, step=state["step"] + 1, stats_out=sampled
-        )
+        with full_parameters(self.model):  # FSDP: whole parameters while generating (no-op otherwise)
+            batch, state["cursor"] = collect_batch(
+                cfg, self.engine, self.task, state["cursor"], dist=dist, step=state["step"] + 1, stats_out=sampled
+            )
         state["step"] += 1
         record = {"step": state["step"], **sampled}
         if not any(dist.gather(batch is not None)):  # no process kept a group
@@ -394,7 +420,8 @@ class Trainer:
                 cfg, self.model, self.optimizer, self.scheduler, local, ref_model=self.ref_model, dist=dist
             )
             if hasattr(self.engine, "sync_weights"):  # vLLM samples the next batch with the updated weights
-                self.engine.sync_weights(self.model)
+                with full_parameters(self.model):  # FSDP: it copies whole parameters (untested: needs GPUs)
+                    self.engine.sync_weights(self.model)
             record.update(update.metrics)
             record.update(_update_time_by_kind(local, update.metrics, cfg.num_generations))
             if dist.is_main and batch is not None:
@@ -406,7 +433,8 @@ class Trainer:
         if self.probe is not None and (state["step"] % cfg.lld.probe_every == 0 or last):
             t1 = time.perf_counter()
             self._where = ("the LLD probe", state["step"])
-            record.update(self.probe.metrics(self.model, cfg))
+            with full_parameters(self.model):
+                record.update(self.probe.metrics(self.model, cfg))
             record["time/lld"] = record.get("time/lld", 0.0) + time.perf_counter() - t1
         for kind in KINDS:  # compute per kind of group: its generation (+ hints, judge) and its share of the update
             if f"time/gen_{kind}" in record:
@@ -456,7 +484,8 @@ class Trainer:
         self._where = ("evaluation", self.state["step"])
         dist = self.dist
         share = list(self.eval_set)[dist.rank :: dist.world_size] if dist.world_size > 1 else self.eval_set
-        result = evaluate(self.engine, self.task, share, avg_k=self.config.eval_avg_k)
+        with full_parameters(self.model):
+            result = evaluate(self.engine, self.task, share, avg_k=self.config.eval_avg_k)
         if dist.world_size > 1:  # every eval metric is a mean over examples
             parts = [(n, r) for n, r in dist.gather((len(share), result)) if n]
             total = sum(n for n, _ in parts) or 1
@@ -552,24 +581,36 @@ class Trainer:
 
     def save(self) -> Path | None:
         """A checkpoint written by rank 0 (every process calls this: full weights and RNG states are gathered)."""
-        state_dict = self.dist.model_state_dict(self.model)  # FSDP / ZeRO-3 only: a collective
+        dist, root, step = self.dist, self.run_dir / "checkpoints", self.state["step"]
+        state_dict = dist.model_state_dict(self.model)  # FSDP / ZeRO-3 only: a collective
         trainer_state = {"trainer": dict(self.state)}
-        rngs = self.dist.gather(rng_state())
-        if self.dist.world_size > 1:
+        rngs = dist.gather(rng_state())
+        if dist.world_size > 1:
             trainer_state["rng_ranks"] = rngs
-        if not self.dist.is_main:
-            return None
-        return save_checkpoint_or_explain(
-            self.run_dir / "checkpoints",
-            self.state["step"],
-            model=self.model,
-            tokenizer=self.tokenizer,
-            optimizer=self.optimizer,
-            scheduler=self.scheduler,
-            trainer_state=trainer_state,
-            keep=self.config.save_total_limit,
-            state_dict=state_dict,
-        )
+        shards = dist.sharded_state(self.model, self.optimizer)  # FSDP: this process's model and optimizer shard
+        if shards is not None:  # each process writes its own, then rank 0 finishes the checkpoint around them
+            if dist.is_main:
+                shard_folder(root, step, fresh=True)
+            dist.barrier()
+            folder = shard_folder(root, step, fresh=False)
+            write_trainer_state(shards, folder, stem=shard_name(dist.rank, dist.world_size))
+            dist.barrier()
+            trainer_state["shards"] = {"world_size": dist.world_size}
+        with full_parameters(self.model):  # FSDP: save_pretrained inspects the parameters (tied weights)
+            if not dist.is_main:
+                return None
+            return save_checkpoint_or_explain(
+                root,
+                step,
+                model=self.model,
+                tokenizer=self.tokenizer,
+                optimizer=None if shards is not None else self.optimizer,
+                scheduler=self.scheduler,
+                trainer_state=trainer_state,
+                keep=self.config.save_total_limit,
+                state_dict=state_dict,
+                sharded=shards is not None,
+            )
 
     def _summary(self, status: str, accuracy_after: float | None) -> dict:
         """``summary.json``: the result, and the budget with what was spent of each kind (``budget/*`` at the last

@@ -29,7 +29,7 @@ from neggrad.core.losses import (
 )
 from neggrad.core.surrogates import cispo_loss, gspo_surrogate
 from neggrad.diagnostics.lld import lld_metrics
-from neggrad.distributed import SINGLE, Dist, gather_rows
+from neggrad.distributed import SINGLE, Dist, full_parameters, gather_rows
 from neggrad.policy import completion_forward
 from neggrad.rollout.hf import Rollout
 from neggrad.sampling import TrainBatch
@@ -262,8 +262,12 @@ class _Step:
             "max_completion_length": config.max_completion_length,
         }
         step_loss = 0.0
-        if not step_rows:
+        padding = dist.missing_micro_batches(len(step_rows))  # FSDP: as many forwards on every process
+        if not step_rows and not padding:
             _zero_backward(forward, device, dist)
+        for k in range(padding):
+            with dist.no_sync(sync=not step_rows and k == padding - 1):
+                _zero_backward(forward, device, dist)
         for k, idx in enumerate(step_rows):
             with dist.no_sync(sync=k == len(step_rows) - 1):  # gradients are synchronised once per step
                 loss = self.micro_batch(self.forward(forward, idx, device), agg)
@@ -343,7 +347,8 @@ def policy_update(
     upd = _begin(config, model, batch, strategies)
     rollout, mask, n = batch.rollout.select(batch.rows), upd.mask, upd.mask.shape[0]
     t0 = time.perf_counter()
-    old_logp = _old_policy_pass(upd, rollout, strategies) if upd.old_pass and n else None
+    with full_parameters(model if upd.old_pass else None):  # FSDP: whole parameters, entered by every process
+        old_logp = _old_policy_pass(upd, rollout, strategies) if upd.old_pass and n else None
     all_rows = list(torch.arange(n).split(config.per_device_train_batch_size))
     ref_logp = _pass_logp(ref_model, rollout, all_rows, config.temperature) if config.beta > 0 and n else None
     t_old = time.perf_counter() - t0
@@ -366,7 +371,8 @@ def policy_update(
         measured = upd.correct if upd.hinted is None else upd.correct & ~upd.hinted  # hinted: not the policy's own
         success = batch.correct.view(-1, config.num_generations).float().mean(dim=1)  # (P,) group p
         p = success.repeat_interleave(config.num_generations)[batch.rows]  # (B,)
-        lld, row_delta = _lld(config, model, rollout, before, mask, measured, p, dist)
+        with full_parameters(model):
+            lld, row_delta = _lld(config, model, rollout, before, mask, measured, p, dist)
         metrics.update(lld)
     return UpdateResult(metrics, row_delta=row_delta, **upd.outputs)
 
