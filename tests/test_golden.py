@@ -55,7 +55,8 @@ CASES: dict[str, list[str]] = {
     "random_reward": ["random_reward.enabled=true"],
     "kl+entropy": ["beta=0.04", "entropy_coef=0.01", PARITY],
     "dual_clip": ["dual_clip=3.0", PARITY],
-    "lld_probe": ["lld.probe_size=4", PARITY],  # the only case with the held-out likelihood probe on
+    "lld_probe": ["lld.probe_size=4", PARITY],
+    "logprob_chunk": ["logprob_chunk=7", "beta=0.04", "entropy_coef=0.01", PARITY],  # the only case with the held-out likelihood probe on
 }
 
 

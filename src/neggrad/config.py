@@ -827,6 +827,10 @@ class Config(_Section):
     """Per-token KL estimator (Schulman's k1/k2/k3)."""
     entropy_coef: float = Field(0.0, ge=0, allow_inf_nan=False)
     """Entropy bonus coefficient."""
+    logprob_chunk: int = Field(0, ge=0)
+    """Compute the completions' log-probs and entropies from the final hidden states through the LM head this many
+    positions at a time (neggrad.core.logprobs.chunked_logprobs), so no pass holds a micro-batch's (B, T, V) logits;
+    0: off (the full logits, as TRL). Needs a plain linear LM head and reads no logits, so not with NTHR or THR."""
 
     # ---- optimizer
     learning_rate: float = Field(5e-5, gt=0, allow_inf_nan=False)

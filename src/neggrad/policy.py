@@ -128,20 +128,23 @@ def completion_logits(model, rollout: Rollout) -> Tensor:
     return completion_forward(model, rollout)[0]
 
 
-def linear_head(model) -> tuple[Tensor, Tensor | None]:
+def linear_head(model, needed_by: str = "nthr.scope 'batch'") -> tuple[Tensor, Tensor | None]:
     """(weight, bias) of the model's LM head when logits are exactly ``h W^T + b``; ValueError otherwise.
 
-    Cross-group NTHR (``nthr.scope: batch``) recomputes the softmax from the hidden states through this head
-    instead of holding the batch's logits; a head that is not one linear layer, or a model that softcaps its
-    logits (Gemma 2), would give other probabilities than the policy's.
+    Cross-group NTHR (``nthr.scope: batch``) and ``logprob_chunk`` recompute the softmax from the hidden states
+    through this head instead of holding the logits; a head that is not one linear layer, or a model that softcaps
+    its logits (Gemma 2), would give other probabilities than the policy's. ``needed_by`` names the option in the
+    error.
     """
     head = model.get_output_embeddings()
     config = getattr(model, "config", None)
     softcap = getattr(config, "final_logit_softcapping", None)
     if not isinstance(head, torch.nn.Linear) or softcap:
         what = type(head).__name__ + (" with logit softcapping" if softcap else "")
+        instead = "nthr.scope: group" if needed_by.startswith("nthr") else f"{needed_by.split()[0]}: 0"
         raise ValueError(
-            f"nthr.scope 'batch' needs a plain linear LM head (Llama, Qwen, SmolLM2); this model's is {what}: "
-            "use nthr.scope: group"
+            f"{needed_by} needs a plain linear LM head (Llama, Qwen, SmolLM2); this model's is {what}: use {instead}"
         )
+    if type(head.weight).__name__ == "DTensor":  # FSDP2 shards it: h W^T would need the gathered weight
+        raise ValueError(f"{needed_by} reads the LM head's whole weight, which FSDP shards: use {needed_by.split()[0]}: 0")
     return head.weight, head.bias

@@ -202,9 +202,9 @@ class Trainer:
                 checkpoint=checkpoint / "model" if checkpoint else None,
                 progress=lambda d: self.callback("sft", d),
             )
-        if cfg.nthr.enabled and cfg.nthr.scope == "batch":
+        if cfg.logprob_chunk or (cfg.nthr.enabled and cfg.nthr.scope == "batch"):
             try:
-                linear_head(self.model)
+                linear_head(self.model, "logprob_chunk" if cfg.logprob_chunk else "nthr.scope 'batch'")
             except ValueError as err:
                 raise ConfigError(str(err)) from None
         self.ref_model = reference_model(self.model, cfg, resumed=checkpoint is not None) if cfg.beta > 0 else None

@@ -18,7 +18,7 @@ from torch import Tensor
 
 from neggrad import strategies as strategy_registry
 from neggrad.config import Config
-from neggrad.core.logprobs import token_logprobs
+from neggrad.core.logprobs import chunked_logprobs, token_logprobs
 from neggrad.core.losses import (
     aggregate_loss,
     clipped_surrogate,
@@ -30,7 +30,7 @@ from neggrad.core.losses import (
 from neggrad.core.surrogates import cispo_loss, gspo_surrogate
 from neggrad.diagnostics.lld import lld_metrics
 from neggrad.distributed import SINGLE, Dist, full_parameters, gather_rows
-from neggrad.policy import completion_forward
+from neggrad.policy import completion_forward, completion_hidden, linear_head
 from neggrad.rollout.hf import Rollout
 from neggrad.sampling import TrainBatch
 from neggrad.strategies import Forward, Strategy, Update
@@ -92,15 +92,35 @@ class UpdateResult:
 
 
 @torch.no_grad()
-def _pass_logp(model, rollout: Rollout, rows: list[Tensor], temperature: float) -> Tensor:
+def _pass_logp(model, rollout: Rollout, rows: list[Tensor], config: Config) -> Tensor:
     """No-grad per-token log-probs of every row, micro-batch by micro-batch: (B, T)."""
     out = torch.zeros(rollout.completion_ids.shape, dtype=torch.float32)
     device = next(model.parameters()).device
     for idx in rows:
         mb = rollout.select(idx).to(device)
-        logits, _ = completion_forward(model, mb)
-        out[idx] = token_logprobs(logits, mb.completion_ids, temperature=temperature).cpu()
+        out[idx] = _score(model, model, mb, config, hidden=False, entropy=False)[2].cpu()
     return out
+
+
+def _score(forward, model, mb: Rollout, config: Config, *, hidden: bool, entropy: bool):
+    """``(logits, hidden, logp, entropy)`` of a micro-batch: (b, T, V) or None, (b, T, H) or None, (b, T), (b, T)
+    or None. With ``logprob_chunk`` the logits are never formed (None): log-probs and entropies come from the
+    LM-head inputs a chunk of positions at a time (neggrad.core.logprobs.chunked_logprobs)."""
+    if config.logprob_chunk:
+        h = completion_hidden(forward, mb)  # (b, T, H)
+        weight, bias = linear_head(model, "logprob_chunk")
+        ids = mb.completion_ids.to(h.device)
+        logp, ent = chunked_logprobs(h, weight, bias, ids, temperature=config.temperature, chunk=config.logprob_chunk)
+        if config.entropy_coef == 0:
+            ent = ent.detach()
+        return None, h if hidden else None, logp, ent if entropy else None
+    logits, h = completion_forward(forward, mb, return_hidden=hidden)  # (b, T, V), (b, T, H)
+    logp = token_logprobs(logits, mb.completion_ids, temperature=config.temperature)  # (b, T)
+    ent = None
+    if entropy:
+        with torch.set_grad_enabled(config.entropy_coef > 0 and torch.is_grad_enabled()):
+            ent = token_entropy(logits / config.temperature)  # (b, T)
+    return logits, h, logp, ent
 
 
 @torch.no_grad()
@@ -115,8 +135,7 @@ def _old_policy_pass(upd: Update, rollout: Rollout, strategies: list[Strategy]) 
     device = next(model.parameters()).device
     for idx in chunks:
         mb = rollout.select(idx).to(device)
-        logits, h = completion_forward(model, mb, return_hidden=hidden)
-        logp = token_logprobs(logits, mb.completion_ids, temperature=config.temperature)
+        logits, h, logp, _ = _score(model, model, mb, config, hidden=hidden, entropy=False)
         out[idx] = logp.cpu()
         fwd = Forward(idx, mb, logits, h, logp, logp, upd.mask[idx].to(device))
         for s in strategies:
@@ -161,7 +180,7 @@ def _lld(
             continue
         idx = rows.nonzero().squeeze(1)
         chunks = list(idx.split(config.per_device_train_batch_size))
-        after = _pass_logp(model, rollout, chunks, config.temperature)[idx] if len(idx) else before[idx]
+        after = _pass_logp(model, rollout, chunks, config)[idx] if len(idx) else before[idx]
         row_delta[idx] = ((after - before[idx]) * mask[idx]).sum(dim=1)
         rows = gather_rows(dist, {"before": before[idx], "after": after, "mask": mask[idx], "p": p[idx]})
         out.update(lld_metrics(rows["before"], rows["after"], rows["mask"], rows["p"], prefix=prefix))
@@ -290,15 +309,12 @@ class _Step:
         config, old_logp = self.config, self.old_logp
         mb = self.rollout.select(idx).to(device)
         hidden = any(s.hidden_states for s in self.strategies) and old_logp is None
-        logits, h = completion_forward(forward, mb, return_hidden=hidden)  # (b, T, V), (b, T, H)
-        logp = token_logprobs(logits, mb.completion_ids, temperature=config.temperature)  # (b, T)
+        logits, h, logp, entropy = _score(forward, self.upd.model, mb, config, hidden=hidden, entropy=True)
         if old_logp is not None:
             old = old_logp[idx].to(device)
         else:
             old = logp.detach()
             self.before[idx] = old.float().cpu()
-        with torch.set_grad_enabled(config.entropy_coef > 0):
-            entropy = token_entropy(logits / config.temperature)  # (b, T)
         fwd = Forward(idx, mb, logits, h, logp, old, self.upd.mask[idx].to(device), entropy)
         if old_logp is None:
             for s in self.strategies:
@@ -350,7 +366,7 @@ def policy_update(
     with full_parameters(model if upd.old_pass else None):  # FSDP: whole parameters, entered by every process
         old_logp = _old_policy_pass(upd, rollout, strategies) if upd.old_pass and n else None
     all_rows = list(torch.arange(n).split(config.per_device_train_batch_size))
-    ref_logp = _pass_logp(ref_model, rollout, all_rows, config.temperature) if config.beta > 0 and n else None
+    ref_logp = _pass_logp(ref_model, rollout, all_rows, config) if config.beta > 0 and n else None
     t_old = time.perf_counter() - t0
     before = old_logp if old_logp is not None else torch.zeros_like(mask)  # (B, T): filled by the training forward
 

@@ -50,6 +50,7 @@ class _ChunkedHead(torch.autograd.Function):
             entropy[s : s + chunk] = lse[s : s + chunk] - (p * z.nan_to_num(neginf=0.0)).sum(dim=-1)
         ctx.save_for_backward(hidden, weight, bias, token_ids, lse, entropy)
         ctx.temperature, ctx.chunk = temperature, chunk
+        ctx.set_materialize_grads(False)  # an unused output (the entropy without a bonus) costs no backward work
         return logp, entropy
 
     @staticmethod
@@ -65,8 +66,10 @@ class _ChunkedHead(torch.autograd.Function):
             h = hidden[s : s + chunk]
             z = _chunk_logits(h, weight, bias, T)  # (c, V)
             p = torch.exp(z - lse[s : s + chunk, None])
-            g = -p * grad_logp[s : s + chunk, None]  # d log p_y / dz = onehot(y) - p
-            g.scatter_add_(-1, token_ids[s : s + chunk, None], grad_logp[s : s + chunk, None])
+            g = torch.zeros_like(z)
+            if grad_logp is not None:  # d log p_y / dz = onehot(y) - p
+                g -= p * grad_logp[s : s + chunk, None]
+                g.scatter_add_(-1, token_ids[s : s + chunk, None], grad_logp[s : s + chunk, None])
             if grad_entropy is not None:
                 log_p = (z - lse[s : s + chunk, None]).nan_to_num(neginf=0.0)
                 g -= p * (log_p + entropy[s : s + chunk, None]) * grad_entropy[s : s + chunk, None]

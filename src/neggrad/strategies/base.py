@@ -115,7 +115,7 @@ class Forward:
 
     idx: Tensor  # (b,) rows
     rollout: Rollout  # the micro-batch, on the device
-    logits: Tensor  # (b, T, V)
+    logits: Tensor | None  # (b, T, V); None with logprob_chunk (the logits are never formed)
     hidden: Tensor | None  # (b, T, H) with ``hidden_states``
     logp: Tensor  # (b, T) log-probs (with grad in the training forward)
     old: Tensor  # (b, T) old-policy log-probs
