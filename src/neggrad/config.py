@@ -504,9 +504,11 @@ class VLLMConfig(_Section):
 class RolloutConfig(_Section):
     """Which engine samples the completions."""
 
-    backend: Literal["hf", "vllm"] = "hf"
-    """hf: transformers generate on the training model. vllm: a vLLM engine (rollout.vllm), same prompts and
-    sampling settings, weights synced after every update."""
+    backend: Literal["hf", "hf_lean", "vllm"] = "hf"
+    """hf: transformers generate on the training model. hf_lean: the same model and sampling in a plain decode loop
+    with a pre-allocated (static) KV cache, less overhead per token (neggrad.rollout.lean; same tokens for a seed up
+    to float rounding). vllm: a vLLM engine (rollout.vllm), same prompts and sampling settings, weights synced after
+    every update."""
     vllm: VLLMConfig = Field(default_factory=VLLMConfig)
 
 
@@ -985,9 +987,9 @@ class Config(_Section):
                     f"baseline, as NGRPO does), got advantage_estimator={self.advantage_estimator!r}, "
                     f"reward_scheme={self.reward_scheme!r}"
                 )
-        if zv.all_wrong == "hint" and self.rollout.backend != "hf":
+        if zv.all_wrong == "hint" and self.rollout.backend == "vllm":
             raise ValueError(
-                "zero_variance.all_wrong=hint re-generates with a response prefix: needs rollout.backend hf"
+                "zero_variance.all_wrong=hint re-generates with a response prefix: needs rollout.backend hf or hf_lean"
             )
         if zv.all_wrong == "hint" and self.random_reward.enabled:
             raise ValueError("random_reward ignores the answers; it cannot be combined with hints (they use them)")
