@@ -33,10 +33,10 @@ from types import SimpleNamespace
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see step_time.py: spinning threads on a shared CPU
 
 import torch  # noqa: E402
-from transformers import AutoConfig, AutoModelForCausalLM, StaticCache  # noqa: E402
+from transformers import AutoModelForCausalLM, StaticCache  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from random_model import ARCHS  # noqa: E402
+from random_model import ARCHS, arch_config  # noqa: E402
 
 from neggrad.rollout.hf import HFRollout  # noqa: E402
 from neggrad.rollout.lean import LeanHFRollout  # noqa: E402
@@ -51,19 +51,7 @@ def build_model(arch: str, dtype: torch.dtype, device: str):
 
         model = build_testbed(TestbedModelConfig(), build_tokenizer(), seed=0)
     else:
-        model_type, hidden, inter, layers, heads, kv, theta, tied = ARCHS[arch]
-        config = AutoConfig.for_model(
-            model_type,
-            vocab_size=49152,
-            hidden_size=hidden,
-            intermediate_size=inter,
-            num_hidden_layers=layers,
-            num_attention_heads=heads,
-            num_key_value_heads=kv,
-            rope_theta=theta,
-            tie_word_embeddings=tied,
-            max_position_embeddings=4096,
-        )
+        config = arch_config(arch, 49152)  # SmolLM2's vocabulary size
         model = AutoModelForCausalLM.from_config(config, dtype=dtype)
     return model.to(device=device, dtype=dtype).eval()
 
