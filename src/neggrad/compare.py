@@ -374,7 +374,10 @@ def _start(index, run, status, tmp: Path, command, env, on_line) -> _Job:
             if line.strip():
                 last_line[0] = line.strip()
                 if on_line is not None:
-                    on_line(index, run, line.rstrip())
+                    try:
+                        on_line(index, run, line.rstrip())
+                    except Exception:  # a display error must not stop the draining (a full pipe blocks the run)
+                        logger.exception("showing a line of %s failed", run.run_dir)
 
     reader = threading.Thread(target=read, name=f"compare-run-{index}", daemon=True)
     reader.start()
