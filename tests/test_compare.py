@@ -371,5 +371,35 @@ def test_an_interrupt_reaches_every_running_run_and_starts_no_more(tmp_path):
     assert not runs[2].run_dir.exists() and signal.getsignal(signal.SIGINT) is previous
 
 
+def test_a_run_waits_while_another_builds_its_warm_start(tmp_path):
+    runs = _plan(tmp_path / "out")  # seeds 0 and 1 would build the same warm start; seed 2 needs none
+
+    def builds(run):
+        built = (runs[0].run_dir / "summary.json").exists()
+        return "warm-start-A" if run.seed in (0, 1) and not built else None
+
+    events = []
+    outcomes = run_parallel(
+        runs,
+        jobs=3,
+        command=_fake_command(tmp_path, {}),
+        builds=builds,
+        on_run=lambda i, run, status: events.append((i, builds(runs[1]))),  # what run 1 would build then
+    )
+    assert [o.status for o in outcomes] == ["completed"] * 3
+    assert events == [(0, "warm-start-A"), (2, "warm-start-A"), (1, None)]  # 1 waited, 2 went ahead
+
+
+def test_the_warm_start_to_build_is_known_before_a_run_starts(tmp_path):
+    from neggrad.compare import warm_start_to_build
+
+    plan = plan_runs(
+        {}, [*SMALL, "sft.enabled=true", f"sft.cache_dir={tmp_path}"], methods=["grpo"], seeds=2, out=tmp_path
+    )
+    keys = [warm_start_to_build(run) for run in plan]
+    assert all(keys) and keys[0] != keys[1]  # one per seed, none cached yet
+    assert warm_start_to_build(_plan(tmp_path)[0]) is None  # SMALL trains from scratch: nothing to build
+
+
 def test_threads_are_split_between_jobs():
     assert [threads_per_job(jobs, cores=8) for jobs in (1, 2, 3, 8, 16)] == [8, 4, 2, 1, 1]

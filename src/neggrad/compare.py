@@ -257,12 +257,27 @@ def train_command(run: PlannedRun, status: RunStatus, config_file: Path) -> list
     return [*base, "--config", str(config_file), "--run-dir", str(run.run_dir)]
 
 
+def warm_start_to_build(run: PlannedRun) -> str | None:
+    """The SFT warm start a new testbed run would train before its first step (its cache key), or None when it
+    needs none or finds it cached. Two runs that would build the same one are not started together."""
+    cfg = run.config
+    if cfg.model.name_or_path != "testbed" or not cfg.sft.enabled:
+        return None
+    from neggrad.testbed.sft import cache_key, is_cached
+
+    seed = cfg.seed if cfg.sft.seed is None else cfg.sft.seed
+    if is_cached(cfg.model.testbed, cfg.task, cfg.sft, seed=seed):
+        return None
+    return cache_key(cfg.model.testbed, cfg.task, cfg.sft, seed=seed)
+
+
 @dataclass
 class _Job:
     process: subprocess.Popen
     reader: threading.Thread
     log: object
     last_line: list[str]
+    builds: str | None = None  # what it builds that others wait for (``warm_start_to_build``)
     signalled: int = 0  # how many of the received signals were passed on to it
 
 
@@ -271,6 +286,7 @@ def run_parallel(
     *,
     jobs: int,
     command: Callable[[PlannedRun, RunStatus, Path], list[str]] | None = None,
+    builds: Callable[[PlannedRun], str | None] = warm_start_to_build,
     env: dict[str, str] | None = None,
     on_run: Callable[[int, PlannedRun, RunStatus], None] | None = None,
     on_line: Callable[[int, PlannedRun, str], None] | None = None,
@@ -278,16 +294,20 @@ def run_parallel(
 ) -> list[RunOutcome | None]:
     """Train the runs that are not completed, up to ``jobs`` at once, each in its own process.
 
-    Runs start in plan order. Each process gets ``OMP_NUM_THREADS`` = ``threads_per_job`` (cores split between
-    the jobs actually running at once), its output in ``RUN_DIR/train.log``; every line it writes to stderr is
-    also passed to ``on_line``. A run that fails (non-zero exit) is reported to ``on_done`` and the others go on.
-    SIGINT / SIGTERM are passed on to every running process (the first: each finishes its step and saves a
-    checkpoint; again: they stop at once) and no further run starts; so does a run that ends interrupted.
+    Runs start in plan order, except that a new run waits while a running one builds what it would build too
+    (``builds``: the same SFT warm start), and a later run takes its place. Each process gets
+    ``OMP_NUM_THREADS`` = ``threads_per_job`` (cores split between the jobs actually running at once), its output
+    in ``RUN_DIR/train.log``; every line it writes to stderr is also passed to ``on_line``. A run that fails
+    (non-zero exit) is reported to ``on_done`` and the others go on. SIGINT / SIGTERM are passed on to every
+    running process (the first: each finishes its step and saves a checkpoint; again: they stop at once) and no
+    further run starts; so does a run that ends interrupted.
 
     Args:
         runs: from ``plan_runs`` / ``plan_arms``; every status is checked before the first run starts.
         jobs: how many runs train at once (>= 1).
         command: ``command(run, status, config_file) -> argv`` of one run; default ``train_command``.
+        builds: ``builds(run) -> key``: a shared artifact a new run would build first, None when nothing is left
+            to build; default ``warm_start_to_build``.
         env: variables set for every run's process on top of this one's.
         on_run: called as each run is reached, with its 0-based index, the run and its status.
         on_line: called with each stderr line (no newline) of a run's process, from a reader thread.
@@ -315,19 +335,31 @@ def run_parallel(
         previous = {sig: signal.signal(sig, lambda signum, frame: signals.append(signum)) for sig in STOP_SIGNALS}
     try:
         with tempfile.TemporaryDirectory(prefix="neggrad-compare-") as tmp:
-            queue = list(range(len(runs)))
+            for index, (run, status) in enumerate(zip(runs, statuses, strict=True)):
+                if status == "completed":
+                    if on_run is not None:
+                        on_run(index, run, status)
+                    outcomes[index] = RunOutcome("completed", json.loads((run.run_dir / "summary.json").read_text()))
+            queue = [index for index, status in enumerate(statuses) if status != "completed"]
             while running or (queue and not stopping):
                 stopping = stopping or bool(signals)
-                while queue and not stopping and (statuses[queue[0]] == "completed" or len(running) < jobs):
-                    index = queue.pop(0)
+                while queue and not stopping and len(running) < jobs:
+                    claimed = {job.builds for job in running.values()} - {None}
+                    ready = None
+                    for index in queue:
+                        key = builds(runs[index]) if statuses[index] == "new" else None
+                        if key is None or key not in claimed:
+                            ready = index, key
+                            break
+                    if ready is None:
+                        break  # every queued run waits for a build under way
+                    index, key = ready
+                    queue.remove(index)
                     run, status = runs[index], statuses[index]
                     if on_run is not None:
                         on_run(index, run, status)
-                    if status == "completed":
-                        summary = json.loads((run.run_dir / "summary.json").read_text())
-                        outcomes[index] = RunOutcome("completed", summary)
-                        continue
                     running[index] = _start(index, run, status, Path(tmp), command, child_env, on_line)
+                    running[index].builds = key
                 for index, job in list(running.items()):
                     for signum in signals[job.signalled :]:
                         if job.process.poll() is None:
