@@ -403,3 +403,5 @@ def test_the_warm_start_to_build_is_known_before_a_run_starts(tmp_path):
 
 def test_threads_are_split_between_jobs():
     assert [threads_per_job(jobs, cores=8) for jobs in (1, 2, 3, 8, 16)] == [8, 4, 2, 1, 1]
+    with pytest.raises(CompareError, match="--jobs must be at least 1, got 0"):
+        run_parallel([], jobs=0)
