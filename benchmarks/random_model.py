@@ -38,16 +38,14 @@ def parity(completions: list[str], answers: list[str]) -> list[bool]:
     return [len(c) % 2 == 0 for c in completions]
 
 
-def build(arch: str, tokenizer_dir: str, out: str, dtype: str = "bfloat16", seed: int = 0) -> int:
-    """Write a random-weights model of ``arch`` with the tokenizer of ``tokenizer_dir`` to ``out``; returns #params."""
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+def arch_config(arch: str, vocab_size: int, **special_ids):
+    """The transformers config of ``arch``'s layer shapes with a vocabulary of ``vocab_size`` (and bos/eos/pad ids)."""
+    from transformers import AutoConfig
 
     model_type, hidden, inter, layers, heads, kv, theta, tied = ARCHS[arch]
-    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
-    config = AutoConfig.for_model(
+    return AutoConfig.for_model(
         model_type,
-        vocab_size=len(tok),
+        vocab_size=vocab_size,
         hidden_size=hidden,
         intermediate_size=inter,
         num_hidden_layers=layers,
@@ -57,6 +55,19 @@ def build(arch: str, tokenizer_dir: str, out: str, dtype: str = "bfloat16", seed
         tie_word_embeddings=tied,
         max_position_embeddings=4096,
         rms_norm_eps=1e-6,
+        **special_ids,
+    )
+
+
+def build(arch: str, tokenizer_dir: str, out: str, dtype: str = "bfloat16", seed: int = 0) -> int:
+    """Write a random-weights model of ``arch`` with the tokenizer of ``tokenizer_dir`` to ``out``; returns #params."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    config = arch_config(
+        arch,
+        len(tok),
         bos_token_id=tok.bos_token_id,
         eos_token_id=tok.eos_token_id,
         pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id,

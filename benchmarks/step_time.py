@@ -43,6 +43,12 @@ steadier when the load drifts.
   evaluate check of the previous step. Generate + score is the time inside ``_generate_and_score_completions``
   (wrapped on the trainer instance); the update part is the whole step minus that.
 
+Generation against its limit (issue 17): after each neggrad step, outside the timed step, the same batch's
+forwards alone (``rollout_speed.forward_only``: one prefill and width - 1 one-token decode forwards into a static
+cache, inputs made beforehand, no sampling) are timed. The line ``neggrad generation`` gives rows x decode steps
+per second of ``time/generate`` (the engine's sampling of the batch), of that bound, and their ratio (the
+engine's share of the bound). ``--rollout hf_lean`` runs neggrad's lean decode loop instead of ``generate``.
+
 On a machine shared with other work the figures are noisy: run it twice and compare. With more torch threads
 than free cores, OpenMP threads that spin-wait for a descheduled peer stall every parallel op (measured with 2
 threads next to a busy process: a step 4-25x slower, AdamW's step 0.9 s instead of 7 ms). So the script sets
@@ -72,6 +78,9 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from rollout_speed import forward_only  # noqa: E402
+
 LEARNING_RATE = 1e-5
 EPSILON = 0.2
 LOSS_TYPE = "grpo"
@@ -86,6 +95,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--num-generations", type=int, default=8, help="G: completions per prompt")
     parser.add_argument("--max-completion-length", type=int, default=32, help="longest completion in tokens")
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads for both sides")
+    parser.add_argument(
+        "--rollout", choices=("hf", "hf_lean"), default="hf", help="neggrad's rollout.backend (default hf: generate)"
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the figures to this file")
     args = parser.parse_args(argv)
     for name in ("steps", "prompts", "max_completion_length", "threads"):
@@ -134,6 +146,7 @@ def neggrad_config(args: argparse.Namespace):
             "max_grad_norm=1.0",
             "lr_scheduler_type=constant",
             "eval_steps=0",
+            f"rollout.backend={args.rollout}",
         ],
     )
 
@@ -142,17 +155,11 @@ class NeggradSteps:
     """neggrad's training step as ``neggrad.train`` runs it: ``collect_batch`` then ``policy_update``."""
 
     def __init__(self, cfg, model, tokenizer, task, total_steps: int):
-        from neggrad.rollout.hf import HFRollout
+        from neggrad.rollout import build_rollout
         from neggrad.train import lr_lambda
 
         self.cfg, self.model, self.task = cfg, model, task
-        self.engine = HFRollout(
-            model,
-            tokenizer,
-            max_completion_length=cfg.max_completion_length,
-            temperature=cfg.temperature,
-            top_p=cfg.top_p,
-        )
+        self.engine = build_rollout(model, tokenizer, cfg)  # --rollout: generate or the lean loop
         self.optimizer = torch.optim.AdamW(
             model.parameters(),
             lr=cfg.learning_rate,
@@ -173,12 +180,20 @@ class NeggradSteps:
         t1 = time.perf_counter()
         metrics = policy_update(self.cfg, self.model, self.optimizer, self.scheduler, batch).metrics
         t2 = time.perf_counter()
+        rollout = batch.rollout
+        rows, width = rollout.completion_ids.shape  # the engine ran `width` decode steps over `rows` rows
+        self.model.eval()  # the bound, outside the timed step: the same batch's forwards alone
+        bound = forward_only(self.model, rollout.prompt_ids, rollout.prompt_mask, width)
+        self.model.train()
         self.records.append(
             {
                 "step": t2 - t0,
                 "generate_score": t1 - t0,
                 "update": t2 - t1,
                 "update_inner": metrics["time/old_logp"] + metrics["time/update"],
+                "generate": batch.stats["time/generate"],
+                "forward_bound": bound,
+                "decoded_tokens": rows * width,
                 "mean_length": float(batch.rollout.lengths.float().mean()),
                 "width": batch.rollout.completion_ids.shape[1],
             }
@@ -344,6 +359,17 @@ def main(argv: list[str] | None = None) -> None:
         f = figures[key]
         print(f"{label:<18}{f['neggrad_s']:>16.3f}{f['trl_s']:>12.3f}{f['ratio']:>13.2f}{f['paired_ratio']:>8.2f}")
     print(f"(neggrad's own time/old_logp + time/update: {statistics.median(col(ours, 'update_inner')):.3f} s)")
+    generation = {
+        "engine_tokens_per_s": statistics.median(r["decoded_tokens"] / r["generate"] for r in ours),
+        "bound_tokens_per_s": statistics.median(r["decoded_tokens"] / r["forward_bound"] for r in ours),
+        "share_of_bound": statistics.median(r["forward_bound"] / r["generate"] for r in ours),
+    }
+    figures["generation"] = generation
+    print(
+        f"neggrad generation ({args.rollout}): {generation['engine_tokens_per_s']:.0f} tokens/s (rows x decode steps "
+        f"/ time/generate), forward-only bound {generation['bound_tokens_per_s']:.0f} tokens/s (the same batches' "
+        f"prefill + decode forwards alone): {generation['share_of_bound']:.2f} of the bound (target >= 0.70)"
+    )
 
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

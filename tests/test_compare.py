@@ -1,15 +1,32 @@
 """`neggrad compare`: every (method, seed) run once, finished runs kept, interrupted ones resumed."""
 
 import json
+import os
+import shutil
+import signal
 import statistics
+import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from neggrad.cli import main
-from neggrad.compare import CompareError, parse_methods, plan_runs, run_compare, run_status
+from neggrad.compare import (
+    CompareError,
+    parse_methods,
+    plan_runs,
+    run_compare,
+    run_parallel,
+    run_status,
+    threads_per_job,
+    train_command,
+)
 from neggrad.config import read_yaml
+from neggrad.metrics import read_metrics
 from tests.test_train import TINY
 
 # two small training steps with one evaluation between them; no mid-run checkpoint
@@ -219,3 +236,172 @@ def test_report_shows_pass_at_k_saved_by_eval(compared, tmp_path, capsys):
     assert rows["ngrpo"]["pass_at_k"] == {}
     report = (tmp_path / "r" / "report.md").read_text()
     assert "pass@2 (final)" in report and "(1 seeds)" in report  # one of the two grpo seeds was evaluated
+
+
+# ---------------------------------------------------------------- --jobs N: runs in subprocesses
+
+
+def test_two_jobs_train_the_same_runs_as_one(compared, tmp_path, capsys):
+    """`--jobs 2` (subprocesses, threads split) writes the same metrics, weights and report as the in-process run."""
+    from safetensors.torch import load_file
+
+    from tests.test_train import _untimed
+
+    out, args = compared
+    par = tmp_path / "par"
+    assert main([*[a if a != str(out) else str(par) for a in args], "--jobs", "2"]) == 0
+    printed = capsys.readouterr().err
+    assert "[grpo s1]" in printed and "grpo step 2/2" in printed  # each run's lines, prefixed by the run
+    for method in ("grpo", "ngrpo"):
+        for seed in (0, 1):
+            one, two = out / method / f"seed-{seed}", par / method / f"seed-{seed}"
+            assert _untimed(read_metrics(two / "metrics.jsonl")) == _untimed(read_metrics(one / "metrics.jsonl"))
+            weights = "checkpoints/step-2/model/model.safetensors"
+            a, b = load_file(one / weights), load_file(two / weights)
+            assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+            assert "OMP_NUM_THREADS=" in (two / "train.log").read_text()
+
+    def untimed_report(folder):
+        rows = json.loads((folder / "summary.json").read_text())["methods"]
+        timed = ("step_time_s", "seconds_spent_mean", "all_wrong_compute_frac")  # wall-clock readings
+        return [{k: v for k, v in row.items() if k not in timed} for row in rows]
+
+    assert untimed_report(par) == untimed_report(out)
+
+
+def test_a_resumed_parallel_compare_trains_only_unfinished_runs(compared, tmp_path, monkeypatch):
+    out, args = compared
+    par = tmp_path / "par"
+    shutil.copytree(out, par)
+    unfinished = par / "ngrpo" / "seed-1"
+    for name in ("summary.json", "metrics.jsonl", "checkpoints", "samples"):
+        target = unfinished / name
+        shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
+    started = []
+
+    def command(run, status, config_file):
+        started.append((run.run_dir, status))
+        return train_command(run, status, config_file)
+
+    monkeypatch.setattr("neggrad.compare.train_command", command)
+    assert main([*[a if a != str(out) else str(par) for a in args], "--jobs", "2"]) == 0
+    assert started == [(unfinished, "new")]
+    assert json.loads((unfinished / "summary.json").read_text())["status"] == "completed"
+    assert (par / "report.md").stat().st_mtime_ns > (out / "report.md").stat().st_mtime_ns
+
+
+FAKE_RUN = """
+import json, signal, sys, time
+from pathlib import Path
+run_dir, behaviour = Path(sys.argv[sys.argv.index("--run-dir") + 1]), sys.argv[1]
+def stop(signum, frame):
+    (run_dir / "summary.json").write_text(json.dumps({"status": "interrupted"}))
+    sys.exit(0)
+signal.signal(signal.SIGINT, stop)
+(run_dir / "ready").write_text("")
+print("step 1 of", run_dir.parent.name, file=sys.stderr, flush=True)
+if behaviour == "fail":
+    print("neggrad: stopped: 3 consecutive steps had a non-finite loss", file=sys.stderr)
+    sys.exit(1)
+if behaviour == "wait":
+    time.sleep(60)
+summary = {"status": "completed", "run": str(run_dir), "accuracy_before": 0.25, "accuracy_after": 0.5}
+(run_dir / "summary.json").write_text(json.dumps({**summary, "wall_time_s": 1.0}))
+"""
+
+
+def _fake_command(tmp_path, behaviours):
+    script = tmp_path / "fake_run.py"
+    script.write_text(FAKE_RUN)
+    return lambda run, status, config_file: [
+        sys.executable,
+        str(script),
+        behaviours.get(run.seed, "ok"),
+        "--run-dir",
+        str(run.run_dir),
+    ]
+
+
+def test_a_failing_parallel_run_is_reported_and_the_others_finish(tmp_path):
+    runs = _plan(tmp_path / "out")
+    lines, done = [], []
+    outcomes = run_parallel(
+        runs,
+        jobs=2,
+        command=_fake_command(tmp_path, {0: "fail"}),
+        on_line=lambda i, run, line: lines.append((i, line)),
+        on_done=lambda i, run, outcome: done.append(i),
+    )
+    assert [o.status for o in outcomes] == ["failed", "completed", "completed"]
+    assert outcomes[0].returncode == 1 and "non-finite loss" in outcomes[0].error
+    assert outcomes[2].summary["run"] == str(runs[2].run_dir)
+    assert sorted(done) == [0, 1, 2] and (0, "step 1 of grpo") in lines
+    assert "non-finite loss" in (runs[0].run_dir / "train.log").read_text()
+
+
+def test_parallel_compare_exits_1_naming_the_failed_run(tmp_path, monkeypatch, capsys):
+    (tmp_path / "c.yaml").write_text("learning_rate: 1.0e-3\n")
+    monkeypatch.setattr("neggrad.compare.train_command", _fake_command(tmp_path, {1: "fail"}))
+    out = tmp_path / "out"
+    args = ["compare", "--methods", "grpo", "--seeds", "3", "--config", str(tmp_path / "c.yaml"), "--out", str(out)]
+    assert main([*args, *SMALL, "--jobs", "3"]) == 1
+    captured = capsys.readouterr()
+    assert f"failed: {out / 'grpo' / 'seed-1'} (exit 1): neggrad: stopped: 3 consecutive" in captured.out
+    assert "completed: accuracy 0.250 -> 0.500" in captured.err
+    assert not (out / "report.md").exists()
+    assert [json.loads((out / "grpo" / f"seed-{s}" / "summary.json").read_text())["status"] for s in (0, 2)] == [
+        "completed",
+        "completed",
+    ]
+
+
+def test_an_interrupt_reaches_every_running_run_and_starts_no_more(tmp_path):
+    runs = _plan(tmp_path / "out")  # 3 runs, 2 at a time: the third never starts
+
+    def interrupt_when_ready():
+        deadline = time.monotonic() + 60
+        while not all((r.run_dir / "ready").exists() for r in runs[:2]) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=interrupt_when_ready, daemon=True).start()
+    previous = signal.getsignal(signal.SIGINT)
+    outcomes = run_parallel(runs, jobs=2, command=_fake_command(tmp_path, {0: "wait", 1: "wait"}))
+    assert [o and o.status for o in outcomes] == ["interrupted", "interrupted", None]
+    assert not runs[2].run_dir.exists() and signal.getsignal(signal.SIGINT) is previous
+
+
+def test_a_run_waits_while_another_builds_its_warm_start(tmp_path):
+    runs = _plan(tmp_path / "out")  # seeds 0 and 1 would build the same warm start; seed 2 needs none
+
+    def builds(run):
+        built = (runs[0].run_dir / "summary.json").exists()
+        return "warm-start-A" if run.seed in (0, 1) and not built else None
+
+    events = []
+    outcomes = run_parallel(
+        runs,
+        jobs=3,
+        command=_fake_command(tmp_path, {}),
+        builds=builds,
+        on_run=lambda i, run, status: events.append((i, builds(runs[1]))),  # what run 1 would build then
+    )
+    assert [o.status for o in outcomes] == ["completed"] * 3
+    assert events == [(0, "warm-start-A"), (2, "warm-start-A"), (1, None)]  # 1 waited, 2 went ahead
+
+
+def test_the_warm_start_to_build_is_known_before_a_run_starts(tmp_path):
+    from neggrad.compare import warm_start_to_build
+
+    plan = plan_runs(
+        {}, [*SMALL, "sft.enabled=true", f"sft.cache_dir={tmp_path}"], methods=["grpo"], seeds=2, out=tmp_path
+    )
+    keys = [warm_start_to_build(run) for run in plan]
+    assert all(keys) and keys[0] != keys[1]  # one per seed, none cached yet
+    assert warm_start_to_build(_plan(tmp_path)[0]) is None  # SMALL trains from scratch: nothing to build
+
+
+def test_threads_are_split_between_jobs():
+    assert [threads_per_job(jobs, cores=8) for jobs in (1, 2, 3, 8, 16)] == [8, 4, 2, 1, 1]
+    with pytest.raises(CompareError, match="--jobs must be at least 1, got 0"):
+        run_parallel([], jobs=0)

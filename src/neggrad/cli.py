@@ -35,7 +35,9 @@ from neggrad.config import (
 # steps 4-25x slower (measured on 2 cores, benchmarks/step_time.py). Must be set before torch loads.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-console = Console(stderr=True)
+# a run of `neggrad compare --jobs N` logs bare lines: the parent prefixes each with the time and the run
+_PLAIN = bool(os.environ.get("NEGGRAD_PLAIN_LOG"))
+console = Console(stderr=True, log_time=not _PLAIN, log_path=not _PLAIN)
 out = Console()
 
 
@@ -334,14 +336,70 @@ def cmd_compare(args) -> int:
             doing = {"completed": "done already, kept", "resume": "resuming", "new": "training"}[status]
             console.log(f"run {index + 1}/{len(planned)}: {run.method} seed {run.seed} -> {run.run_dir} ({doing})")
 
-        summaries = run_compare(planned, runner=run_training, on_run=announce)
+        if args.jobs != 1:
+            code = _compare_in_parallel(planned, args, out_dir, announce)
+            if code is not None:
+                return code
+        else:
+            summaries = run_compare(planned, runner=run_training, on_run=announce)
+            if len(summaries) < len(planned) or summaries[-1]["status"] != "completed":
+                out.print(f"interrupted in {planned[len(summaries) - 1].run_dir}; rerun the same command to continue")
+                return 0
     except (CompareError, ReportError) as err:
         raise UsageError(str(err)) from None
-    if len(summaries) < len(planned) or summaries[-1]["status"] != "completed":
-        out.print(f"interrupted in {planned[len(summaries) - 1].run_dir}; rerun the same command to continue")
-        return 0
     report_args = argparse.Namespace(run_dirs=[str(r.run_dir) for r in planned], out=str(out_dir), target=args.target)
     return cmd_report(report_args)
+
+
+def _compare_in_parallel(planned, args, out_dir: Path, announce) -> int | None:
+    """``neggrad compare --jobs N``: runs in subprocesses, their lines prefixed by the run; a failed run is
+    reported (exit code 1, no report) without stopping the others. None when every run completed."""
+    import time
+
+    from neggrad.compare import LOG_NAME, run_parallel
+
+    width = max(len(f"{r.method} s{r.seed}") for r in planned) + 3
+    if any(r.config.budget.kind == "seconds" for r in planned):
+        console.log(f"warning: budget.seconds with --jobs {args.jobs}: runs sharing the cores spend seconds slower")
+
+    def line(index, run, text) -> None:
+        stamp = time.strftime("%H:%M:%S")
+        console.print(
+            f"[{stamp}] {f'[{run.method} s{run.seed}]':<{width}}{text}", markup=False, highlight=False, soft_wrap=True
+        )
+
+    def done(index, run, outcome) -> None:
+        what = f"run {index + 1}/{len(planned)}: {run.method} seed {run.seed}"
+        if outcome.status == "failed":
+            console.log(f"{what} FAILED (exit {outcome.returncode}): {outcome.error}")
+        elif outcome.summary and outcome.status == "completed":
+            summary = outcome.summary
+            accuracy = f"{summary['accuracy_before']:.3f} -> {summary['accuracy_after']:.3f}"
+            console.log(f"{what} completed: accuracy {accuracy} in {summary['wall_time_s']:.0f} s")
+        else:
+            console.log(f"{what} {outcome.status}")
+
+    outcomes = run_parallel(
+        planned,
+        jobs=args.jobs,
+        env={"NEGGRAD_PLAIN_LOG": "1", "COLUMNS": "200"},  # one line each, not wrapped at 80
+        on_run=announce,
+        on_line=line,
+        on_done=done,
+    )
+    failed = [(run, o) for run, o in zip(planned, outcomes, strict=True) if o is not None and o.status == "failed"]
+    for run, outcome in failed:
+        log = run.run_dir / LOG_NAME
+        out.print(
+            f"failed: {run.run_dir} (exit {outcome.returncode}): {outcome.error}; its log: {log}", soft_wrap=True
+        )
+    if failed:
+        out.print("rerun the same command to retry the failed runs; finished ones are kept")
+        return 1
+    if any(o is None or o.status != "completed" for o in outcomes):
+        out.print(f"interrupted; rerun the same command to continue (finished runs in {out_dir} are kept)")
+        return 0
+    return None
 
 
 def cmd_report(args) -> int:
@@ -551,6 +609,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="YAML config shared by all runs, e.g. configs/testbed/compare.yaml")
     p.add_argument("--out", help="folder for OUT/METHOD/seed-S runs and the report (default runs/compare-TIME)")
     p.add_argument("--target", type=float, help="accuracy for 'steps to target' (default best start + 0.1)")
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="runs trained at once, each a subprocess with an equal share of the cores (default 1: in this process)",
+    )
     p.add_argument("overrides", nargs="*", help="key.sub=value overrides for every run, e.g. max_steps=20")
     p.set_defaults(func=cmd_compare)
 

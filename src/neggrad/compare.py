@@ -1,16 +1,24 @@
 """Several methods on one budget and the same seeds, one run directory each: ``OUT/METHOD/seed-S/``.
 
 Every run gets the same config file and overrides, then ``method=METHOD`` and ``seed=S`` on top, so
-only the preset differs between methods. Runs go one after another. Rerunning the same command keeps
-finished runs (``summary.json`` says completed), resumes interrupted ones from their last checkpoint
-and restarts any that stopped before their first checkpoint.
+only the preset differs between methods. Runs go one after another (``run_compare``), or several at once
+(``run_parallel``, ``--jobs N``: each run a ``neggrad train`` subprocess with its share of the cores). Rerunning
+the same command keeps finished runs (``summary.json`` says completed), resumes interrupted ones from their last
+checkpoint and restarts any that stopped before their first checkpoint.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +27,7 @@ from typing import Literal
 import yaml
 
 from neggrad.checkpoint import list_checkpoints
-from neggrad.config import Config, build_config, parse_override
+from neggrad.config import Config, build_config, dump_config, parse_override
 from neggrad.methods import PRESETS
 
 logger = logging.getLogger(__name__)
@@ -210,3 +218,211 @@ def run_compare(
         if summary.get("status") != "completed":
             break
     return summaries
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+LOG_NAME = "train.log"
+"""What a run trained by ``run_parallel`` printed, appended to ``RUN_DIR/train.log`` (each attempt after a header)."""
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """How a run of ``run_parallel`` ended: ``completed`` or ``interrupted`` (``summary`` from its summary.json, or
+    None for a run stopped before it wrote one), or ``failed`` (``returncode`` and ``error``: its last line)."""
+
+    status: Literal["completed", "interrupted", "failed"]
+    summary: dict | None = None
+    returncode: int = 0
+    error: str = ""
+
+
+def available_cores() -> int:
+    """Cores this process may run on (its affinity mask, which a container or ``taskset`` can narrow)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def threads_per_job(jobs: int, cores: int | None = None) -> int:
+    """Torch threads for each of ``jobs`` runs at once: an equal share of the cores, at least one."""
+    return max(1, (cores or available_cores()) // jobs)
+
+
+def train_command(run: PlannedRun, status: RunStatus, config_file: Path) -> list[str]:
+    """``neggrad train`` for one run: a new run from its written config, an interrupted one with ``--resume``."""
+    base = [sys.executable, "-m", "neggrad.cli", "train"]
+    if status == "resume":
+        return [*base, "--resume", str(run.run_dir)]
+    return [*base, "--config", str(config_file), "--run-dir", str(run.run_dir)]
+
+
+def warm_start_to_build(run: PlannedRun) -> str | None:
+    """The SFT warm start a new testbed run would train before its first step (its cache key), or None when it
+    needs none or finds it cached. Two runs that would build the same one are not started together."""
+    cfg = run.config
+    if cfg.model.name_or_path != "testbed" or not cfg.sft.enabled:
+        return None
+    from neggrad.testbed.sft import cache_key, is_cached
+
+    seed = cfg.seed if cfg.sft.seed is None else cfg.sft.seed
+    if is_cached(cfg.model.testbed, cfg.task, cfg.sft, seed=seed):
+        return None
+    return cache_key(cfg.model.testbed, cfg.task, cfg.sft, seed=seed)
+
+
+@dataclass
+class _Job:
+    process: subprocess.Popen
+    reader: threading.Thread
+    log: object
+    last_line: list[str]
+    builds: str | None = None  # what it builds that others wait for (``warm_start_to_build``)
+    signalled: int = 0  # how many of the received signals were passed on to it
+
+
+def run_parallel(
+    runs: list[PlannedRun],
+    *,
+    jobs: int,
+    command: Callable[[PlannedRun, RunStatus, Path], list[str]] | None = None,
+    builds: Callable[[PlannedRun], str | None] = warm_start_to_build,
+    env: dict[str, str] | None = None,
+    on_run: Callable[[int, PlannedRun, RunStatus], None] | None = None,
+    on_line: Callable[[int, PlannedRun, str], None] | None = None,
+    on_done: Callable[[int, PlannedRun, RunOutcome], None] | None = None,
+) -> list[RunOutcome | None]:
+    """Train the runs that are not completed, up to ``jobs`` at once, each in its own process.
+
+    Runs start in plan order, except that a new run waits while a running one builds what it would build too
+    (``builds``: the same SFT warm start), and a later run takes its place. Each process gets
+    ``OMP_NUM_THREADS`` = ``threads_per_job`` (cores split between the jobs actually running at once), its output
+    in ``RUN_DIR/train.log``; every line it writes to stderr is also passed to ``on_line``. A run that fails
+    (non-zero exit) is reported to ``on_done`` and the others go on. SIGINT / SIGTERM are passed on to every
+    running process (the first: each finishes its step and saves a checkpoint; again: they stop at once) and no
+    further run starts; so does a run that ends interrupted.
+
+    Args:
+        runs: from ``plan_runs`` / ``plan_arms``; every status is checked before the first run starts.
+        jobs: how many runs train at once (>= 1).
+        command: ``command(run, status, config_file) -> argv`` of one run; default ``train_command``.
+        builds: ``builds(run) -> key``: a shared artifact a new run would build first, None when nothing is left
+            to build; default ``warm_start_to_build``.
+        env: variables set for every run's process on top of this one's.
+        on_run: called as each run is reached, with its 0-based index, the run and its status.
+        on_line: called with each stderr line (no newline) of a run's process, from a reader thread.
+        on_done: called as each started run ends.
+
+    Returns:
+        One outcome per run in plan order (a completed run kept from before: ``completed`` with its summary);
+        None for a run never started because the comparison was interrupted.
+    """
+    if jobs < 1:
+        raise CompareError(f"--jobs must be at least 1, got {jobs}")
+    command = command or train_command
+    statuses = [run_status(run) for run in runs]
+    to_train = sum(status != "completed" for status in statuses)
+    threads = threads_per_job(max(1, min(jobs, to_train)))
+    logger.info("%d runs at a time, torch threads per run: %d", max(1, min(jobs, to_train)), threads)
+    child_env = {**os.environ, **(env or {}), "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    outcomes: list[RunOutcome | None] = [None] * len(runs)
+    running: dict[int, _Job] = {}
+    signals: list[int] = []  # received so far; the loop passes each on to every running process
+    stopping = False  # a signal, or a run that ended interrupted: start no further run
+
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        previous = {sig: signal.signal(sig, lambda signum, frame: signals.append(signum)) for sig in STOP_SIGNALS}
+    try:
+        with tempfile.TemporaryDirectory(prefix="neggrad-compare-") as tmp:
+            for index, (run, status) in enumerate(zip(runs, statuses, strict=True)):
+                if status == "completed":
+                    if on_run is not None:
+                        on_run(index, run, status)
+                    outcomes[index] = RunOutcome("completed", json.loads((run.run_dir / "summary.json").read_text()))
+            queue = [index for index, status in enumerate(statuses) if status != "completed"]
+            while running or (queue and not stopping):
+                stopping = stopping or bool(signals)
+                while queue and not stopping and len(running) < jobs:
+                    claimed = {job.builds for job in running.values()} - {None}
+                    ready = None
+                    for index in queue:
+                        key = builds(runs[index]) if statuses[index] == "new" else None
+                        if key is None or key not in claimed:
+                            ready = index, key
+                            break
+                    if ready is None:
+                        break  # every queued run waits for a build under way
+                    index, key = ready
+                    queue.remove(index)
+                    run, status = runs[index], statuses[index]
+                    if on_run is not None:
+                        on_run(index, run, status)
+                    running[index] = _start(index, run, status, Path(tmp), command, child_env, on_line)
+                    running[index].builds = key
+                for index, job in list(running.items()):
+                    for signum in signals[job.signalled :]:
+                        if job.process.poll() is None:
+                            job.process.send_signal(signum)
+                    job.signalled = len(signals)
+                    if job.process.poll() is None:
+                        continue
+                    del running[index]
+                    outcomes[index] = outcome = _finish(runs[index], job, interrupted=bool(signals))
+                    stopping = stopping or outcome.status == "interrupted"
+                    if on_done is not None:
+                        on_done(index, runs[index], outcome)
+                time.sleep(0.1)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        for job in running.values():  # only after an error of this process: let each run save and stop
+            job.process.terminate()
+            job.process.wait()
+    return outcomes
+
+
+def _start(index, run, status, tmp: Path, command, env, on_line) -> _Job:
+    if status == "new":
+        _clear_unfinished(run.run_dir)
+    run.run_dir.mkdir(parents=True, exist_ok=True)
+    config_file = tmp / f"run-{index}.yaml"
+    config_file.write_text(dump_config(run.config))
+    argv = command(run, status, config_file)
+    log = (run.run_dir / LOG_NAME).open("a", encoding="utf-8")
+    threads = env["OMP_NUM_THREADS"]
+    log.write(f"==> {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(argv[1:])} (OMP_NUM_THREADS={threads})\n")
+    log.flush()
+    # a session of its own: a Ctrl-C at the terminal reaches only this process, which passes it on once
+    process = subprocess.Popen(
+        argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True
+    )
+    last_line = [""]
+
+    def read() -> None:
+        for line in process.stderr:
+            log.write(line)
+            log.flush()
+            if line.strip():
+                last_line[0] = line.strip()
+                if on_line is not None:
+                    try:
+                        on_line(index, run, line.rstrip())
+                    except Exception:  # a display error must not stop the draining (a full pipe blocks the run)
+                        logger.exception("showing a line of %s failed", run.run_dir)
+
+    reader = threading.Thread(target=read, name=f"compare-run-{index}", daemon=True)
+    reader.start()
+    return _Job(process, reader, log, last_line)
+
+
+def _finish(run: PlannedRun, job: _Job, *, interrupted: bool) -> RunOutcome:
+    job.reader.join()
+    job.log.close()
+    code = job.process.returncode
+    if code == 0:
+        summary = json.loads((run.run_dir / "summary.json").read_text())
+        return RunOutcome("completed" if summary.get("status") == "completed" else "interrupted", summary)
+    if interrupted:  # stopped by the signal before its loop could save (while loading, or a second signal)
+        return RunOutcome("interrupted", None, code, job.last_line[0])
+    return RunOutcome("failed", None, code, job.last_line[0] or f"exit code {code}")

@@ -513,9 +513,11 @@ class VLLMConfig(_Section):
 class RolloutConfig(_Section):
     """Which engine samples the completions."""
 
-    backend: Literal["hf", "vllm"] = "hf"
-    """hf: transformers generate on the training model. vllm: a vLLM engine (rollout.vllm), same prompts and
-    sampling settings, weights synced after every update."""
+    backend: Literal["hf", "hf_lean", "vllm"] = "hf"
+    """hf: transformers generate on the training model. hf_lean: the same model and sampling in a plain decode loop
+    with a pre-allocated (static) KV cache, less overhead per token (neggrad.rollout.lean; same tokens for a seed up
+    to float rounding). vllm: a vLLM engine (rollout.vllm), same prompts and sampling settings, weights synced after
+    every update."""
     vllm: VLLMConfig = Field(default_factory=VLLMConfig)
 
 

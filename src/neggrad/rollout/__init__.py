@@ -1,4 +1,5 @@
-"""Rollout engines: Hugging Face ``generate`` (``hf.py``, the default) and vLLM (``vllm.py``, optional extra)."""
+"""Rollout engines: Hugging Face ``generate`` (``hf.py``, the default), its lean loop (``lean.py``) and vLLM
+(``vllm.py``, optional extra)."""
 
 from __future__ import annotations
 
@@ -11,4 +12,8 @@ def build_rollout(model, tokenizer, config):
         from neggrad.rollout.vllm import VLLMRollout  # imports vllm itself only when built
 
         return VLLMRollout.from_config(model, tokenizer, config)
+    if config.rollout.backend == "hf_lean":
+        from neggrad.rollout.lean import LeanHFRollout
+
+        return LeanHFRollout.from_config(model, tokenizer, config)
     return HFRollout.from_config(model, tokenizer, config)

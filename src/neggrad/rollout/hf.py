@@ -114,7 +114,16 @@ def _concat_offpolicy(parts: list[Rollout], width: int) -> Tensor | None:
 class HFRollout:
     """Sample completions with ``model.generate`` (the default backend; vLLM plugs in beside it)."""
 
-    def __init__(self, model, tokenizer, *, max_completion_length: int, temperature: float = 1.0, top_p: float = 1.0):
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        *,
+        max_completion_length: int,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        top_k: int = 0,
+    ):
         if tokenizer.padding_side != "left":
             raise ValueError("the tokenizer must pad on the left for batched generation (padding_side='left')")
         self.model = model
@@ -122,6 +131,7 @@ class HFRollout:
         self.max_completion_length = max_completion_length
         self.temperature = temperature
         self.top_p = top_p
+        self.top_k = top_k  # 0: off
 
     @classmethod
     def from_config(cls, model, tokenizer, config) -> HFRollout:
@@ -141,22 +151,29 @@ class HFRollout:
         enc = self.tokenizer(expanded, return_tensors="pt", padding=True, add_special_tokens=False)
         device = next(self.model.parameters()).device
         prompt_ids, prompt_mask = enc["input_ids"].to(device), enc["attention_mask"].to(device)
-        was_training = self.model.training
-        self.model.eval()
-        sampling = {} if greedy else {"temperature": self.temperature, "top_p": self.top_p, "top_k": 0}
-        out = self.model.generate(
-            input_ids=prompt_ids,
-            attention_mask=prompt_mask,
-            max_new_tokens=self.max_completion_length,
-            do_sample=not greedy,
-            eos_token_id=self.tokenizer.eos_token_id,
-            pad_token_id=self.tokenizer.pad_token_id,
-            use_cache=True,
-            **sampling,
-        )
-        self.model.train(was_training)
+        out = self._sample(prompt_ids, prompt_mask, self.max_completion_length, greedy=greedy)
         completion_ids, completion_mask, truncated, texts = self._completions(out[:, prompt_ids.shape[1] :])
         return Rollout(prompt_ids, prompt_mask, completion_ids, completion_mask, truncated, texts).to("cpu")
+
+    def _sample(self, input_ids: Tensor, attention_mask: Tensor, max_new_tokens: int, *, greedy: bool) -> Tensor:
+        """(B, Tp + n) prompt ids then n <= ``max_new_tokens`` sampled ones (pad after a row's EOS), from the model in
+        eval mode; the engine's temperature, top-k and top-p unless ``greedy``."""
+        was_training = self.model.training
+        self.model.eval()
+        sampling = {} if greedy else {"temperature": self.temperature, "top_p": self.top_p, "top_k": self.top_k}
+        try:
+            return self.model.generate(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                max_new_tokens=max_new_tokens,
+                do_sample=not greedy,
+                eos_token_id=self.tokenizer.eos_token_id,
+                pad_token_id=self.tokenizer.pad_token_id,
+                use_cache=True,
+                **sampling,
+            )
+        finally:
+            self.model.train(was_training)
 
     def _completions(self, completion_ids: Tensor) -> tuple[Tensor, Tensor, Tensor, list[str]]:
         """(B, T) generated ids -> ids padded after the first EOS, their mask, ``truncated`` and the texts."""
@@ -181,21 +198,7 @@ class HFRollout:
         p_ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
         h_ids = self.tokenizer(prefix, add_special_tokens=False)["input_ids"][: self.max_completion_length - 1]
         ids = torch.tensor([p_ids + h_ids] * num_generations, device=device)  # (G, Tp + Th), no padding needed
-        was_training = self.model.training
-        self.model.eval()
-        out = self.model.generate(
-            input_ids=ids,
-            attention_mask=torch.ones_like(ids),
-            max_new_tokens=self.max_completion_length - len(h_ids),
-            do_sample=True,
-            temperature=self.temperature,
-            top_p=self.top_p,
-            top_k=0,
-            eos_token_id=self.tokenizer.eos_token_id,
-            pad_token_id=self.tokenizer.pad_token_id,
-            use_cache=True,
-        )
-        self.model.train(was_training)
+        out = self._sample(ids, torch.ones_like(ids), self.max_completion_length - len(h_ids), greedy=False)
         # (G, Th + new): the prefix, then the sampled tokens
         completion_ids, completion_mask, truncated, texts = self._completions(out[:, len(p_ids) :])
         offpolicy = torch.zeros(completion_ids.shape, dtype=torch.bool, device=device)

@@ -26,7 +26,7 @@ class Hints(Strategy):
     def check(cls, config) -> None:
         if config.rollout.backend != "hf":
             raise ValueError(
-                "zero_variance.all_wrong=hint re-generates with a response prefix: needs rollout.backend hf"
+                "zero_variance.all_wrong=hint re-generates with a response prefix: needs rollout.backend hf or hf_lean"
             )
 
     def __init__(self, config):

@@ -73,6 +73,12 @@ def cache_root(sft_cfg: SFTConfig) -> Path:
     return Path(sft_cfg.cache_dir or os.environ.get("NEGGRAD_CACHE") or Path.home() / ".cache" / "neggrad")
 
 
+def is_cached(model_cfg: TestbedModelConfig, task_cfg: TaskConfig, sft_cfg: SFTConfig, *, seed: int) -> bool:
+    """Whether ``warm_start`` with these settings would load a finished warm start rather than train one."""
+    key = cache_key(model_cfg, task_cfg, sft_cfg, seed=seed)
+    return _read_meta(cache_root(sft_cfg) / f"testbed-{key}", key) is not None
+
+
 def cache_key(model_cfg: TestbedModelConfig, task_cfg: TaskConfig, sft_cfg: SFTConfig, *, seed: int) -> str:
     """16 hex digits of the SHA-256 of every setting that changes the warm start (not where it is cached)."""
     settings = {

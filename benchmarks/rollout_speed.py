@@ -1,0 +1,156 @@
+"""Generation tokens/s: HF ``generate`` (rollout.backend hf) vs the lean loop (hf_lean) vs the forward-only bound.
+
+    python benchmarks/rollout_speed.py                              # the testbed model, 64 x 48 tokens
+    python benchmarks/rollout_speed.py --arch smollm2-135m --batch 32 --new-tokens 64 --trials 3
+    python benchmarks/rollout_speed.py --arch qwen2.5-0.5b --device cuda --dtype bfloat16 --batch 32 --new-tokens 256
+
+One model with random weights (the testbed's Qwen2 shape built by neggrad, or an architecture of
+``random_model.ARCHS``), left-padded random prompts of varying length. EOS is switched off (an id outside the
+vocabulary) so every row decodes all ``--new-tokens``: the same work in every arm. Per trial, in turn:
+
+- ``generate``: ``HFRollout`` sampling (temperature 1, top-p 1), i.e. ``model.generate`` with a dynamic cache;
+- ``lean``: ``LeanHFRollout``, the static-cache decode loop with the same sampling;
+- ``forward``: the bound, the model's own batched forwards alone: one prefill then ``new_tokens - 1`` one-token
+  decode forwards into a static cache, with every input (tokens, masks, positions) made before the clock starts,
+  no sampling and no loop bookkeeping.
+
+It prints the median seconds and generated tokens/s of each arm, and each engine's share of the bound
+(bound time / engine time; issue 17's target: >= 0.70 on the testbed). Timings on a shared machine are noisy:
+run it twice, and say how loaded the machine was.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see step_time.py: spinning threads on a shared CPU
+
+import torch  # noqa: E402
+from transformers import AutoModelForCausalLM, StaticCache  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from random_model import ARCHS, arch_config  # noqa: E402
+
+from neggrad.rollout.hf import HFRollout  # noqa: E402
+from neggrad.rollout.lean import LeanHFRollout  # noqa: E402
+
+
+def build_model(arch: str, dtype: torch.dtype, device: str):
+    torch.manual_seed(0)
+    if arch == "testbed":
+        from neggrad.config import TestbedModelConfig
+        from neggrad.testbed.model import build_model as build_testbed
+        from neggrad.testbed.tokenizer import build_tokenizer
+
+        model = build_testbed(TestbedModelConfig(), build_tokenizer(), seed=0)
+    else:
+        config = arch_config(arch, 49152)  # SmolLM2's vocabulary size
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    return model.to(device=device, dtype=dtype).eval()
+
+
+def prompts(batch: int, length: int, vocab: int, device: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, length) random ids, left padded to lengths between length / 2 and length."""
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(3, vocab, (batch, length), generator=g)
+    real = torch.randint(length // 2, length + 1, (batch,), generator=g)
+    mask = (torch.arange(length)[None, :] >= (length - real)[:, None]).long()
+    return ids.masked_fill(mask == 0, 0).to(device), mask.to(device)
+
+
+@torch.no_grad()
+def forward_only(model, ids: torch.Tensor, mask: torch.Tensor, new_tokens: int) -> float:
+    """Seconds of one prefill and ``new_tokens - 1`` decode forwards, every input prepared beforehand."""
+    batch, prompt_len = ids.shape
+    total = prompt_len + new_tokens
+    cache = StaticCache(config=model.config, max_cache_len=total)
+    valid = torch.ones(batch, total, dtype=torch.bool, device=ids.device)
+    valid[:, :prompt_len] = mask.bool()
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    slots = torch.arange(total, device=ids.device)
+    token = ids[:, -1:].clone()
+    steps = [
+        ((valid & (slots <= prompt_len + t))[:, None, None, :], positions[:, -1:] + 1 + t)
+        for t in range(new_tokens - 1)
+    ]
+    sync(ids.device)
+    start = time.perf_counter()
+    model(input_ids=ids, attention_mask=valid.long(), position_ids=positions, cache=cache, logits_to_keep=1)
+    for step_mask, position in steps:
+        model(input_ids=token, attention_mask=step_mask, position_ids=position, cache=cache, logits_to_keep=1)
+    sync(ids.device)
+    return time.perf_counter() - start
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(engine, ids, mask, new_tokens) -> float:
+    sync(ids.device)
+    start = time.perf_counter()
+    out = engine._sample(ids, mask, new_tokens, greedy=False)
+    sync(ids.device)
+    assert out.shape[1] == ids.shape[1] + new_tokens, "a row stopped early: EOS should be unreachable"
+    return time.perf_counter() - start
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--arch", default="testbed", choices=["testbed", *sorted(ARCHS)])
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--prompt-len", type=int, default=24)
+    parser.add_argument("--new-tokens", type=int, default=48)
+    parser.add_argument("--trials", type=int, default=5)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
+    parser.add_argument("--json", help="also write the results here")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model = build_model(args.arch, getattr(torch, args.dtype), args.device)
+    vocab = model.config.vocab_size
+    tokenizer = SimpleNamespace(padding_side="left", eos_token_id=vocab + 7, pad_token_id=0)  # EOS never sampled
+    engines = {
+        "generate": HFRollout(model, tokenizer, max_completion_length=args.new_tokens),
+        "lean": LeanHFRollout(model, tokenizer, max_completion_length=args.new_tokens),
+    }
+    ids, mask = prompts(args.batch, args.prompt_len, vocab, args.device)
+    params = sum(p.numel() for p in model.parameters())
+    print(
+        f"{args.arch} ({params / 1e6:.1f}M parameters, {args.dtype}, {args.device}, "
+        f"{torch.get_num_threads()} threads): "
+        f"{args.batch} rows x {args.new_tokens} new tokens after prompts of <= {args.prompt_len}; {args.trials} trials"
+    )
+    arms = {"generate": [], "lean": [], "forward": []}
+    for trial in range(args.trials + 1):  # trial 0 warms up every arm and is dropped
+        for name in arms:
+            torch.manual_seed(trial)
+            if name == "forward":
+                seconds = forward_only(model, ids, mask, args.new_tokens)
+            else:
+                seconds = timed(engines[name], ids, mask, args.new_tokens)
+            if trial:
+                arms[name].append(seconds)
+    tokens = args.batch * args.new_tokens
+    medians = {name: statistics.median(times) for name, times in arms.items()}
+    for name, seconds in medians.items():
+        share = f"  {medians['forward'] / seconds:.2f} of the bound" if name != "forward" else "  (the bound)"
+        print(f"  {name:<9} {seconds:8.3f} s  {tokens / seconds:10.0f} tokens/s{share}")
+    print(f"  lean / generate speed-up: {medians['generate'] / medians['lean']:.2f}x")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"args": vars(args), "seconds": arms, "median_s": medians}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,173 @@
+"""Lean Hugging Face rollouts (``rollout.backend: hf_lean``): a pre-allocated static KV cache and a plain decode loop.
+
+``generate`` pays, every token, for input preparation, a growing (concatenated) KV cache, a fresh attention mask
+built from the 2D padding mask, logits-processor and stopping-criteria objects. Here the cache is allocated once
+(``transformers.StaticCache``, prompt + ``max_new_tokens`` long), the decode mask is one comparison against a
+pre-computed key mask, and sampling is a few tensor ops, while the model's forward is the same call.
+
+Same semantics as ``generate`` in ``HFRollout``: positions from the left-padded mask, temperature, then top-k, then
+top-p (the same rules: top-k keeps ties with the k-th score, top-p keeps the smallest set whose mass exceeds
+``top_p``), one ``torch.multinomial`` draw per step for the whole batch (so a seed gives the same tokens), pad
+after EOS, stop when every row has ended. What can differ is float rounding: attention runs over the whole
+pre-allocated cache (masked) instead of the keys seen so far, so logits may differ from ``generate``'s in the
+last bits and, rarely, a draw that falls on a boundary picks a neighbouring token. tests/test_lean_rollout.py
+checks both: the same tokens as ``generate`` on a tiny model, and the distribution of every sampled token equal
+to the model's own (a full forward over the finished sequences) to float tolerance.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from transformers import GenerationConfig, StaticCache
+
+from neggrad.rollout.hf import HFRollout
+
+UNSUPPORTED = (
+    "repetition_penalty",
+    "no_repeat_ngram_size",
+    "encoder_no_repeat_ngram_size",
+    "bad_words_ids",
+    "min_length",
+    "min_new_tokens",
+    "sequence_bias",
+    "suppress_tokens",
+    "begin_suppress_tokens",
+    "forced_bos_token_id",
+    "forced_eos_token_id",
+    "exponential_decay_length_penalty",
+    "remove_invalid_values",
+    "renormalize_logits",
+    "min_p",
+    "typical_p",
+    "epsilon_cutoff",
+    "eta_cutoff",
+    "top_h",
+    "guidance_scale",
+    "watermarking_config",
+)
+"""Settings of a model's ``generation_config`` that ``generate`` would apply and this loop does not."""
+
+
+def filter_scores(scores: Tensor, *, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0) -> Tensor:
+    """(B, V) float32 logits -> the scores sampling draws from: divided by ``temperature``, then every token below
+    the k-th highest score and outside the top-p nucleus set to -inf (``top_k`` 0 / ``top_p`` 1: off)."""
+    if temperature != 1.0:
+        scores = scores / temperature
+    if top_k and top_k < scores.shape[-1]:
+        kth = scores.topk(top_k, dim=-1).values[:, -1:]  # (B, 1)
+        scores = scores.masked_fill(scores < kth, float("-inf"))
+    if top_p < 1.0:
+        # ascending: a token is dropped when the mass of it and every smaller one is at most 1 - top_p;
+        # the most likely token always stays
+        ordered, order = scores.sort(dim=-1)
+        drop = ordered.softmax(dim=-1).cumsum(dim=-1) <= 1 - top_p
+        drop[:, -1] = False
+        scores = scores.masked_fill(torch.zeros_like(drop).scatter(1, order, drop), float("-inf"))
+    return scores
+
+
+class LeanHFRollout(HFRollout):
+    """``HFRollout`` whose sampling loop is ``decode`` below instead of ``model.generate``."""
+
+    def __init__(self, model, tokenizer, **kwargs):
+        super().__init__(model, tokenizer, **kwargs)
+        config = getattr(model, "generation_config", None) or GenerationConfig()
+        default = GenerationConfig()
+        extra = [k for k in UNSUPPORTED if getattr(config, k, None) != getattr(default, k, None)]
+        if extra:
+            raise ValueError(
+                f"rollout.backend hf_lean samples with temperature, top-k and top-p only, but the model's "
+                f"generation_config also sets {', '.join(extra)}: use rollout.backend hf (transformers generate)"
+            )
+
+    @torch.no_grad()
+    def _sample(self, input_ids: Tensor, attention_mask: Tensor, max_new_tokens: int, *, greedy: bool) -> Tensor:
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            return self.decode(input_ids, attention_mask, max_new_tokens, greedy=greedy)[0]
+        finally:
+            self.model.train(was_training)
+
+    def decode(
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor,
+        max_new_tokens: int,
+        *,
+        greedy: bool = False,
+        keep_scores: bool = False,
+    ) -> tuple[Tensor, list[Tensor]]:
+        """(B, Tp) left-padded prompts -> (B, Tp + n) with n <= ``max_new_tokens`` new tokens, as ``_sample``; and,
+        with ``keep_scores``, the n (B, V) filtered float32 scores each step drew from (for tests)."""
+        model, eos, pad = self.model, self.tokenizer.eos_token_id, self.tokenizer.pad_token_id
+        batch, prompt_len = input_ids.shape
+        total = prompt_len + max_new_tokens
+        device = input_ids.device
+        cache = StaticCache(config=model.config, max_cache_len=total)
+        # key j is attended by the query at cache slot i when j <= i and j is not left padding
+        keys_valid = torch.ones(batch, total, dtype=torch.bool, device=device)
+        keys_valid[:, :prompt_len] = attention_mask.bool()
+        slots = torch.arange(total, device=device)
+        step_mask = self._mask_maker(model, keys_valid)
+        # positions as generate numbers them: 0 from each row's first real token (pads: 0)
+        positions = (attention_mask.long().cumsum(-1) - 1).masked_fill(attention_mask == 0, 0)
+        next_position = positions[:, -1:] + 1  # (B, 1)
+        out = torch.full((batch, max_new_tokens), pad, dtype=input_ids.dtype, device=device)
+        done = torch.zeros(batch, dtype=torch.bool, device=device)
+        scores_kept = []
+        # prefill: the model builds its own mask from the 2D one (pad query rows as generate has them)
+        logits = model(
+            input_ids=input_ids,
+            attention_mask=keys_valid.long(),
+            position_ids=positions,
+            cache=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        ).logits
+        steps = 0
+        for step in range(max_new_tokens):
+            scores = logits[:, -1].to(dtype=torch.float32)
+            if greedy:
+                token = scores.argmax(dim=-1)
+            else:
+                scores = filter_scores(scores, temperature=self.temperature, top_k=self.top_k, top_p=self.top_p)
+                token = torch.multinomial(scores.softmax(dim=-1), num_samples=1).squeeze(1)
+            if keep_scores:
+                scores_kept.append(scores)
+            token = token.masked_fill(done, pad)
+            out[:, step] = token
+            done |= token == eos
+            steps = step + 1
+            if steps == max_new_tokens or bool(done.all()):
+                break
+            slot = prompt_len + step
+            logits = model(
+                input_ids=token[:, None],
+                attention_mask=step_mask(slots <= slot),
+                position_ids=next_position + step,
+                cache=cache,
+                use_cache=True,
+                logits_to_keep=1,
+            ).logits
+        return torch.cat([input_ids, out[:, :steps]], dim=1), scores_kept
+
+    @staticmethod
+    def _mask_maker(model, keys_valid: Tensor):
+        """``f((L,) bool: slots filled so far) -> the 4D mask of one decode step``, in the form the model's attention
+        takes: bool for SDPA, additive for eager; other kernels get the 2D mask and build their own."""
+        kind = getattr(model.config, "_attn_implementation", None)
+        if kind == "sdpa":
+            return lambda filled: (keys_valid & filled)[:, None, None, :]
+        if kind == "eager":
+            lowest = torch.finfo(model.dtype).min
+
+            def additive(filled: Tensor) -> Tensor:
+                allowed = (keys_valid & filled)[:, None, None, :]
+                return torch.zeros(allowed.shape, dtype=model.dtype, device=allowed.device).masked_fill(
+                    ~allowed, lowest
+                )
+
+            return additive
+        return lambda filled: (keys_valid & filled).long()
