@@ -24,7 +24,7 @@ class Hints(Strategy):
 
     @classmethod
     def check(cls, config) -> None:
-        if config.rollout.backend != "hf":
+        if config.rollout.backend == "vllm":
             raise ValueError(
                 "zero_variance.all_wrong=hint re-generates with a response prefix: needs rollout.backend hf or hf_lean"
             )
