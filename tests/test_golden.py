@@ -31,32 +31,21 @@ from neggrad.config import build_config
 from neggrad.methods import PRESETS
 from neggrad.metrics import read_metrics
 from neggrad.train import Trainer
+from tests.test_frontier_train import OPTIONS, PARITY
 from tests.test_train import TINY
 
 GOLDEN = Path(__file__).parent / "golden" / "runs.json"
 RECORD = os.environ.get("NEGGRAD_RECORD_GOLDEN") == "1"
 STEPS = 3
-PARITY = "reward.kind=tests.test_methods_e2e:parity"  # mixed groups from a random model
 
 CASES: dict[str, list[str]] = {
     **{f"preset={name}": [f"method={name}", PARITY] for name in PRESETS},
-    **{f"all_wrong={s}": [f"zero_variance.all_wrong={s}"] for s in ("ngrpo", "nsr", "w_reinforce", "rl_zvp")},
-    "all_wrong=lens": ["zero_variance.all_wrong=lens", PARITY],
-    "all_wrong=drop": ["zero_variance.all_wrong=drop", "refill=true", PARITY],
-    "all_wrong=judge": ["zero_variance.all_wrong=judge", "feedback.step_split=testbed"],
-    "all_wrong=hint": ["zero_variance.all_wrong=hint", "reward.kind=tests.test_hints_train:starts_like_a_step"],
-    "all_correct=rl_zvp": ["zero_variance.all_correct=rl_zvp", PARITY],
+    **OPTIONS,  # every all-wrong / token-level strategy and option (tests/test_frontier_train.py)
     "nthr_batch": ["method=nthr", "nthr.scope=batch", PARITY],
-    "thr": ["thr.enabled=true", PARITY],
-    "llds": ["llds.enabled=true", "num_iterations=2", PARITY],
-    "gspo": ["importance_sampling_level=sequence", "epsilon=3e-4", "epsilon_high=4e-4", PARITY],
-    "gspo_token+nthr": ["importance_sampling_level=sequence_token", "method=nthr", PARITY],
-    "cispo": ["policy_loss=cispo", "epsilon_high=5.0", PARITY],
-    "random_reward": ["random_reward.enabled=true"],
     "kl+entropy": ["beta=0.04", "entropy_coef=0.01", PARITY],
     "dual_clip": ["dual_clip=3.0", PARITY],
-    "lld_probe": ["lld.probe_size=4", PARITY],
-    "logprob_chunk": ["logprob_chunk=7", "beta=0.04", "entropy_coef=0.01", PARITY],  # the only case with the held-out likelihood probe on
+    "lld_probe": ["lld.probe_size=4", PARITY],  # the only case with the held-out likelihood probe on
+    "logprob_chunk": ["logprob_chunk=7", "beta=0.04", "entropy_coef=0.01", PARITY],
 }
 
 
