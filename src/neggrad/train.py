@@ -165,7 +165,7 @@ class Trainer:
         cfg = self.config
         self.dist = dist = Dist.from_env()  # one process, or this one's rank under a launcher
         self.run_dir = Path(dist.broadcast(str(self.run_dir)))  # rank 0's folder (a default name holds a time)
-        checkpoint = None
+        checkpoint = state = None
         if not resume and ((self.run_dir / "metrics.jsonl").exists() or (self.run_dir / "checkpoints").exists()):
             raise FileExistsError(
                 f"{self.run_dir} already holds a run: resume it with --resume {self.run_dir}, "
@@ -179,23 +179,7 @@ class Trainer:
         if dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
         if resume:
-            if dist.is_main:  # a save killed midway left its temporary folder (and its disk space) behind
-                for stale in remove_stale_tmp(self.run_dir / "checkpoints"):
-                    logger.warning("removed %s, left by a save that did not finish", stale)
-            found = list_checkpoints(self.run_dir / "checkpoints")
-            if not found:
-                raise FileNotFoundError(f"nothing to resume in {self.run_dir}: it has no checkpoints/step-N")
-            changes = self._resume_changes()
-            checkpoint = found[-1]
-            state = load_trainer_state(checkpoint, trust=trust_checkpoint)  # verifies every hash first
-            resumed_at = state["trainer"]["step"]
-            if cfg.max_steps < resumed_at:
-                raise ConfigError(
-                    f"max_steps={cfg.max_steps} is below step {resumed_at}, where {self.run_dir} resumes: "
-                    f"give max_steps >= {resumed_at}"
-                )
-            if changes and dist.is_main:
-                self._record_changes(resumed_at, changes)
+            checkpoint, state = self._checkpoint_to_resume(trust_checkpoint)
         with dist.main_first():  # rank 0 fills the caches (SFT warm start, downloads) the others then read
             self.model, self.tokenizer, self.policy_info = load_policy(
                 cfg,
@@ -214,13 +198,7 @@ class Trainer:
         if dist.seeded_sampling and isinstance(self.engine, HFRollout):  # completions independent of N
             self.engine = GroupSeededRollout(self.engine, cfg.seed)
         dist.seeded_sampling = isinstance(self.engine, GroupSeededRollout)
-        self.optimizer = torch.optim.AdamW(
-            self.model.parameters(),
-            lr=cfg.learning_rate,
-            betas=(cfg.adam_beta1, cfg.adam_beta2),
-            weight_decay=cfg.weight_decay,
-            fused=next(self.model.parameters()).device.type in ("cpu", "cuda"),  # one kernel, not a loop per tensor
-        )
+        self.optimizer = _adamw(self.model, cfg)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
         self.optimizer = dist.prepare(self.model, self.optimizer)  # DDP / FSDP / ZeRO under a launcher
         seed_everything(cfg.seed + dist.rank)  # after the (cached or fresh) warm start, so both paths sample alike
@@ -247,6 +225,29 @@ class Trainer:
             self.metrics = MetricsWriter(self.run_dir / "metrics.jsonl", keep_through_step=self.state["step"])
             resumed_step = self.state["step"] if checkpoint is not None else None
             self.trackers = Trackers.open(cfg, self.run_dir, resumed_step=resumed_step)
+
+    def _checkpoint_to_resume(self, trust_checkpoint: bool) -> tuple[Path, dict]:
+        """The run's last checkpoint and its trainer state (hashes verified), after checking the resumed config
+        against it; stale temporary folders of an interrupted save are removed first."""
+        cfg, dist = self.config, self.dist
+        if dist.is_main:  # a save killed midway left its temporary folder (and its disk space) behind
+            for stale in remove_stale_tmp(self.run_dir / "checkpoints"):
+                logger.warning("removed %s, left by a save that did not finish", stale)
+        found = list_checkpoints(self.run_dir / "checkpoints")
+        if not found:
+            raise FileNotFoundError(f"nothing to resume in {self.run_dir}: it has no checkpoints/step-N")
+        changes = self._resume_changes()
+        checkpoint = found[-1]
+        state = load_trainer_state(checkpoint, trust=trust_checkpoint)  # verifies every hash first
+        resumed_at = state["trainer"]["step"]
+        if cfg.max_steps < resumed_at:
+            raise ConfigError(
+                f"max_steps={cfg.max_steps} is below step {resumed_at}, where {self.run_dir} resumes: "
+                f"give max_steps >= {resumed_at}"
+            )
+        if changes and dist.is_main:
+            self._record_changes(resumed_at, changes)
+        return checkpoint, state
 
     def _load_optimizer(self, checkpoint: Path, state: dict) -> None:
         """The optimizer state from the checkpoint: the trainer state's, or (FSDP) this process's shard, which also
@@ -632,6 +633,16 @@ class Trainer:
             "spent": {kind: s[key] for kind, key in SPENT.items()},
             **{f"policy/{k}": v for k, v in self.policy_info.items()},
         }
+
+
+def _adamw(model, cfg: Config) -> torch.optim.AdamW:
+    return torch.optim.AdamW(
+        model.parameters(),
+        lr=cfg.learning_rate,
+        betas=(cfg.adam_beta1, cfg.adam_beta2),
+        weight_decay=cfg.weight_decay,
+        fused=next(model.parameters()).device.type in ("cpu", "cuda"),  # one kernel, not a loop per tensor
+    )
 
 
 def _update_time_by_kind(batch: TrainBatch, metrics: dict, group_size: int) -> dict:
