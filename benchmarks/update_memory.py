@@ -41,7 +41,9 @@ def _arm(args) -> dict:
     torch.manual_seed(0)
     V, H = 49152, 576
     shape = dict(hidden_size=H, intermediate_size=1536, num_attention_heads=9, num_key_value_heads=3)
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=V, num_hidden_layers=args.layers, tie_word_embeddings=True, **shape))
+    model = LlamaForCausalLM(
+        LlamaConfig(vocab_size=V, num_hidden_layers=args.layers, tie_word_embeddings=True, **shape)
+    )
     B, T, Tp, G = args.batch, args.tokens, 32, 8
     cfg = build_config(
         {},
@@ -110,8 +112,10 @@ def main() -> None:
         cmd += ["--layers", str(args.layers), "--chunk", str(args.chunk)]
         out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
         rows.append(json.loads(out.strip().splitlines()[-1]))
-    print(f"B={args.batch} T={args.tokens} V=49152 layers={args.layers} chunk={args.chunk}; "
-          f"one logits-equivalent (B, T, V) float32 = {rows[0]['logits_mib']:.0f} MiB")
+    print(
+        f"B={args.batch} T={args.tokens} V=49152 layers={args.layers} chunk={args.chunk}; "
+        f"one logits-equivalent (B, T, V) float32 = {rows[0]['logits_mib']:.0f} MiB"
+    )
     print("static: weights + AdamW state; the update's gradients (freed after each step) are inside its peak")
     print(f"{'arm':<8} {'static MiB':>10} {'peak above static':>18} {'in logits-eq.':>14} {'beyond gradients':>17}")
     for r in rows:

@@ -78,7 +78,10 @@ def run_case(tmp_path: Path, overrides: list[str]) -> dict:
         trainer.train()
     finally:
         torch.set_num_threads(threads)
-    return {"weights": weights_hash(trainer.model.state_dict()), "metrics": untimed(read_metrics(tmp_path / "metrics.jsonl"))}
+    return {
+        "weights": weights_hash(trainer.model.state_dict()),
+        "metrics": untimed(read_metrics(tmp_path / "metrics.jsonl")),
+    }
 
 
 def close(a, b, rel: float) -> bool:

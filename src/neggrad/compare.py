@@ -344,13 +344,7 @@ def run_parallel(
             while running or (queue and not stopping):
                 stopping = stopping or bool(signals)
                 while queue and not stopping and len(running) < jobs:
-                    claimed = {job.builds for job in running.values()} - {None}
-                    ready = None
-                    for index in queue:
-                        key = builds(runs[index]) if statuses[index] == "new" else None
-                        if key is None or key not in claimed:
-                            ready = index, key
-                            break
+                    ready = _next_ready(queue, runs, statuses, running, builds)
                     if ready is None:
                         break  # every queued run waits for a build under way
                     index, key = ready
@@ -361,11 +355,7 @@ def run_parallel(
                     running[index] = _start(index, run, status, Path(tmp), command, child_env, on_line)
                     running[index].builds = key
                 for index, job in list(running.items()):
-                    for signum in signals[job.signalled :]:
-                        if job.process.poll() is None:
-                            job.process.send_signal(signum)
-                    job.signalled = len(signals)
-                    if job.process.poll() is None:
+                    if not _pass_signals_and_poll(job, signals):
                         continue
                     del running[index]
                     outcomes[index] = outcome = _finish(runs[index], job, interrupted=bool(signals))
@@ -380,6 +370,25 @@ def run_parallel(
             job.process.terminate()
             job.process.wait()
     return outcomes
+
+
+def _next_ready(queue: list[int], runs, statuses, running: dict, builds) -> tuple[int, str | None] | None:
+    """The first queued run that does not wait for a build another running job is doing, with its build key."""
+    claimed = {job.builds for job in running.values()} - {None}
+    for index in queue:
+        key = builds(runs[index]) if statuses[index] == "new" else None
+        if key is None or key not in claimed:
+            return index, key
+    return None
+
+
+def _pass_signals_and_poll(job: _Job, signals: list[int]) -> bool:
+    """Send ``job`` the signals it has not seen yet (while it runs); whether its process has ended."""
+    for signum in signals[job.signalled :]:
+        if job.process.poll() is None:
+            job.process.send_signal(signum)
+    job.signalled = len(signals)
+    return job.process.poll() is not None
 
 
 def _start(index, run, status, tmp: Path, command, env, on_line) -> _Job:

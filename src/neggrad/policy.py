@@ -62,7 +62,12 @@ def _scored_inputs(model, rollout: Rollout) -> tuple[dict, int, int]:
     attention_mask = torch.cat([rollout.prompt_mask, rollout.completion_mask], dim=1)  # (B, Tp + T)
     position_ids = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)  # (B, Tp + T)
     tp, t = rollout.prompt_ids.shape[1], rollout.completion_ids.shape[1]
-    inputs = {"input_ids": input_ids, "attention_mask": attention_mask, "position_ids": position_ids, "use_cache": False}
+    inputs = {
+        "input_ids": input_ids,
+        "attention_mask": attention_mask,
+        "position_ids": position_ids,
+        "use_cache": False,
+    }
     if _takes_logits_to_keep(model):  # the LM head sees only the positions that predict
         return {**inputs, "logits_to_keep": t + 1}, 0, t
     return inputs, tp - 1, t
@@ -146,5 +151,7 @@ def linear_head(model, needed_by: str = "nthr.scope 'batch'") -> tuple[Tensor, T
             f"{needed_by} needs a plain linear LM head (Llama, Qwen, SmolLM2); this model's is {what}: use {instead}"
         )
     if type(head.weight).__name__ == "DTensor":  # FSDP2 shards it: h W^T would need the gathered weight
-        raise ValueError(f"{needed_by} reads the LM head's whole weight, which FSDP shards: use {needed_by.split()[0]}: 0")
+        raise ValueError(
+            f"{needed_by} reads the LM head's whole weight, which FSDP shards: use {needed_by.split()[0]}: 0"
+        )
     return head.weight, head.bias

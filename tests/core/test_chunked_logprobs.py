@@ -70,20 +70,23 @@ def test_no_grad_inputs_and_bad_chunk():
 def test_completion_hidden_with_chunked_logprobs_equals_the_full_forward():
     """On a tiny SmolLM2-shaped model: same log-probs, entropies and parameter gradients as the logits path,
     and the LM head computes no logits at all."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
     from neggrad.policy import completion_forward, completion_hidden, linear_head
     from neggrad.rollout.hf import Rollout
-    from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
     V = 50
-    shape = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1)
+    shape = dict(
+        hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1
+    )
     model = LlamaForCausalLM(LlamaConfig(vocab_size=V, tie_word_embeddings=True, **shape)).double()
     g = torch.Generator().manual_seed(1)
     prompt = torch.randint(0, V, (3, 4), generator=g)
     prompt_mask = torch.tensor([[0, 1, 1, 1], [1, 1, 1, 1], [0, 0, 1, 1]])
     completion = torch.randint(0, V, (3, 5), generator=g)
     completion_mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 1, 0, 0, 0]])
-    rollout = Rollout(prompt, prompt_mask, completion, completion_mask, torch.zeros(3, dtype=torch.bool), [''] * 3)
+    rollout = Rollout(prompt, prompt_mask, completion, completion_mask, torch.zeros(3, dtype=torch.bool), [""] * 3)
     up = torch.randn(3, 5, dtype=torch.float64, generator=g)
 
     logits, _ = completion_forward(model, rollout)

@@ -58,7 +58,9 @@ class _ChunkedHead(torch.autograd.Function):
         hidden, weight, bias, token_ids, lse, entropy = ctx.saved_tensors
         T, chunk = ctx.temperature, ctx.chunk
         grad_h = torch.empty_like(hidden) if ctx.needs_input_grad[0] else None
-        grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if ctx.needs_input_grad[1] else None
+        grad_w = (
+            torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if ctx.needs_input_grad[1] else None
+        )
         grad_b = None
         if bias is not None and ctx.needs_input_grad[2]:
             grad_b = torch.zeros(bias.shape, dtype=torch.float32, device=bias.device)

@@ -54,7 +54,9 @@ class NTHR(Strategy):
                 "use one of those bases"
             )
         if config.logprob_chunk:
-            raise ValueError(f"{cls.name} scores tokens from the logits, which logprob_chunk never forms: use logprob_chunk: 0")
+            raise ValueError(
+                f"{cls.name} scores tokens from the logits, which logprob_chunk never forms: use logprob_chunk: 0"
+            )
         if config.nthr.scope == "batch" and not config.nthr.anchor_include_self:
             raise ValueError(
                 "nthr.scope 'batch' anchors on every correct answer of the batch: nthr.anchor_include_self: false "

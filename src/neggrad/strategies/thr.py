@@ -23,7 +23,9 @@ class THR(NTHR):
     @classmethod
     def check(cls, config) -> None:
         if config.logprob_chunk:
-            raise ValueError(f"{cls.name} scores tokens from the logits, which logprob_chunk never forms: use logprob_chunk: 0")
+            raise ValueError(
+                f"{cls.name} scores tokens from the logits, which logprob_chunk never forms: use logprob_chunk: 0"
+            )
         if config.nthr.scope == "batch":
             raise ValueError("thr.enabled scores tokens within their own group: nthr.scope 'batch' is NTHR's only")
         if config.advantage_estimator not in NTHR_ESTIMATORS or config.policy_loss != "clipped":
