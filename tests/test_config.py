@@ -98,13 +98,14 @@ def test_shipped_configs_build_for_every_method():
 
     root = Path(__file__).resolve().parents[1]
     files = sorted((root / "configs").rglob("*.yaml")) + sorted((root / "src/neggrad/configs").rglob("*.yaml"))
-    # studies list arms of configs (tests/test_compare.py); accelerate/ holds launcher configs (tests/test_distributed.py)
+    # studies list arms of configs (tests/test_compare.py); accelerate/ holds launcher configs
     files = [f for f in files if f.parent.name not in ("studies", "accelerate")]
     assert files
     for path in files:
         feedback = load_config(path).feedback.enabled
         for method in PRESETS:
-            if feedback and method not in ("grpo", "nthr", "dr_grpo", "dapo", "rloo", "ngrpo"):  # docs/algorithms.md §10
+            # judge feedback needs group statistics (docs/algorithms.md §10)
+            if feedback and method not in ("grpo", "nthr", "dr_grpo", "dapo", "rloo", "ngrpo"):
                 with pytest.raises(ConfigError, match="feedback.enabled needs"):
                     load_config(path, [f"method={method}"])
                 continue
