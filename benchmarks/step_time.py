@@ -185,6 +185,7 @@ class NeggradSteps:
         self.model.eval()  # the bound, outside the timed step: the same batch's forwards alone
         bound = forward_only(self.model, rollout.prompt_ids, rollout.prompt_mask, width)
         self.model.train()
+        update_bound = forward_backward_only(self.model, batch.rollout, self.cfg)
         self.records.append(
             {
                 "step": t2 - t0,
@@ -193,11 +194,30 @@ class NeggradSteps:
                 "update_inner": metrics["time/old_logp"] + metrics["time/update"],
                 "generate": batch.stats["time/generate"],
                 "forward_bound": bound,
+                "update_bound": update_bound,
                 "decoded_tokens": rows * width,
                 "mean_length": float(batch.rollout.lengths.float().mean()),
                 "width": batch.rollout.completion_ids.shape[1],
             }
         )
+
+
+def forward_backward_only(model, rollout, cfg) -> float:
+    """Seconds of the batch's training forwards and backwards alone (log-probs of the completion tokens, their
+    masked sum backward, micro-batch by micro-batch), outside the timed step: the floor of the update, which adds
+    the loss, the old-policy bookkeeping, clipping and the optimizer step. Gradients are cleared after."""
+    from neggrad.core.logprobs import token_logprobs
+    from neggrad.policy import completion_forward
+
+    t0 = time.perf_counter()
+    for idx in torch.arange(rollout.completion_ids.shape[0]).split(cfg.per_device_train_batch_size):
+        mb = rollout.select(idx)
+        logits, _ = completion_forward(model, mb)
+        logp = token_logprobs(logits, mb.completion_ids, temperature=cfg.temperature)
+        (logp * mb.completion_mask).sum().backward()
+    seconds = time.perf_counter() - t0
+    model.zero_grad(set_to_none=True)
+    return seconds
 
 
 def run_interleaved(neggrad: NeggradSteps, model, tokenizer, task, args: argparse.Namespace, out_dir: str):
@@ -365,6 +385,16 @@ def main(argv: list[str] | None = None) -> None:
         "share_of_bound": statistics.median(r["forward_bound"] / r["generate"] for r in ours),
     }
     figures["generation"] = generation
+    update = {
+        "update_s": statistics.median(col(ours, "update")),
+        "forward_backward_s": statistics.median(col(ours, "update_bound")),
+        "share_of_bound": statistics.median(r["update_bound"] / r["update"] for r in ours),
+    }
+    figures["update"] = update
+    print(
+        f"neggrad update: {update['update_s']:.3f} s, the same micro-batches' forward + backward alone "
+        f"{update['forward_backward_s']:.3f} s: {update['share_of_bound']:.2f} of the update is that bound"
+    )
     print(
         f"neggrad generation ({args.rollout}): {generation['engine_tokens_per_s']:.0f} tokens/s (rows x decode steps "
         f"/ time/generate), forward-only bound {generation['bound_tokens_per_s']:.0f} tokens/s (the same batches' "
