@@ -140,3 +140,11 @@ def test_settings_that_follow_another_key_say_so_instead_of_changing_silently():
     # the judge it turns on is checked like one turned on by hand
     with pytest.raises(ConfigError, match="needs feedback.step_split: testbed"):
         build_config({}, ["zero_variance.all_wrong=judge", "feedback.step_split=lines"])
+
+
+def test_judge_strategy_is_refused_on_methods_without_group_statistics():
+    """``zero_variance.all_wrong=judge`` turns the judge on, so it meets the same rule as ``feedback.enabled``
+    (it was accepted before: that rule ran before the strategy turned feedback on)."""
+    with pytest.raises(ConfigError, match="zero_variance.all_wrong=judge needs a method"):
+        build_config({}, ["method=psr", "zero_variance.all_wrong=judge"])
+    assert build_config({}, ["method=grpo", "zero_variance.all_wrong=judge"]).feedback.enabled

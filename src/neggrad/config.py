@@ -895,14 +895,15 @@ class Config(_Section):
     @model_validator(mode="after")
     def _feedback_composition(self) -> Config:
         # docs/algorithms.md §10.3: the partial rewards act through group statistics over wrong answers
-        if self.feedback.enabled and (
-            self.advantage_estimator not in ("grpo", "rloo", "ngrpo") or self.clamp_negative_advantages
-        ):
+        judged = self.feedback.enabled or self.zero_variance.all_wrong == "judge"  # the judge strategy turns it on
+        if judged and (self.advantage_estimator not in ("grpo", "rloo", "ngrpo") or self.clamp_negative_advantages):
+            key = "feedback.enabled" if self.feedback.enabled else "zero_variance.all_wrong=judge"
+            off = "set feedback.enabled: false" if self.feedback.enabled else "choose another zero_variance.all_wrong"
             raise ValueError(
-                f"feedback.enabled needs a method whose advantages use the group's rewards and keep wrong answers "
+                f"{key} needs a method whose advantages use the group's rewards and keep wrong answers "
                 f"(grpo, dr_grpo, dapo, rloo, ngrpo); method {self.method!r} (advantage_estimator "
                 f"{self.advantage_estimator!r}, clamp_negative_advantages {self.clamp_negative_advantages}) "
-                "ignores group statistics or discards wrong answers: set feedback.enabled: false or change the method"
+                f"ignores group statistics or discards wrong answers: {off} or change the method"
             )
         return self
 
