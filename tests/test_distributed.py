@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -125,8 +126,24 @@ def _launch(launcher: list[str], run_dir: Path, overrides: list[str], *extra: st
         env.pop(key)
     command = [sys.executable, "-m", *launcher, "-m", "tests.dist_train", str(run_dir), *extra, *overrides]
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    if done.returncode != 0 and TEARDOWN_ABORT in done.stderr and _ended_as_asked(run_dir, extra):
+        # Known, not fixed: on a loaded CPU a gloo process can abort while the interpreter tears down, after the run
+        # ended and wrote everything (seen once in CI after the resumed FSDP2 run). The callers still compare
+        # every metric and weight, so only the exit code is excused here, and only for that message.
+        warnings.warn(f"{run_dir.name}: a process aborted at exit after the run ended: {TEARDOWN_ABORT}", stacklevel=2)
+        return done
     assert done.returncode == 0, done.stderr[-4000:]
     return done
+
+
+TEARDOWN_ABORT = "terminate called without an active exception"
+
+
+def _ended_as_asked(run_dir: Path, extra: tuple[str, ...]) -> bool:
+    """Whether rank 0 wrote the summary of a run that ended as the launch asked (interrupted with --stop-at)."""
+    summary = run_dir / "summary.json"
+    want = "interrupted" if "--stop-at" in extra else "completed"
+    return summary.exists() and json.loads(summary.read_text()).get("status") == want
 
 
 def _fsdp(run_dir: Path, *extra: str) -> None:

@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -152,6 +153,18 @@ def _wandb_records(path: Path):
             yield record
 
 
+def _records_once_closed(path, timeout_s: float = 60.0) -> list:
+    """The session file's records once its exit record is there: wandb's writer is a separate process
+    (wandb-core) that can still be flushing the file when ``wandb.finish()`` has returned on a loaded machine
+    (an empty file was read once in CI); waits at most ``timeout_s``, then returns what is there."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        records = list(_wandb_records(path)) if path.exists() else []
+        if any(r.WhichOneof("record_type") == "exit" for r in records) or time.monotonic() > deadline:
+            return records
+        time.sleep(0.5)
+
+
 def test_wandb_offline_run_holds_the_metrics_jsonl_values_steps_and_config(tmp_path, monkeypatch):
     pytest.importorskip("wandb")
     for name in ("WANDB_MODE", "WANDB_DIR", "WANDB_PROJECT", "WANDB_RUN_ID", "WANDB_RESUME"):
@@ -164,7 +177,7 @@ def test_wandb_offline_run_holds_the_metrics_jsonl_values_steps_and_config(tmp_p
     expected = _series(lines)
     got: dict[int, dict] = {}
     for number, session in enumerate(sessions):
-        records = list(_wandb_records(session / f"run-{run_id}.wandb"))
+        records = _records_once_closed(session / f"run-{run_id}.wandb")
         kinds = [r.WhichOneof("record_type") for r in records]
         exits = [r.exit.exit_code for r in records if r.WhichOneof("record_type") == "exit"]
         assert exits == [1 if number == 0 else 0], kinds  # closed on the crash too, with its exit code
