@@ -270,9 +270,15 @@ class Dist:
         if self.is_main:
             self.barrier()
 
-    def end(self) -> None:
+    def end(self, *, finished: bool = False) -> None:
+        """Tear the process group down. ``finished``: every process ended the run normally, so they first meet at
+        a barrier: a process that destroyed its gloo group while another still wrote its last files aborted at
+        exit on a loaded machine ("terminate called without an active exception"). After an error there is no
+        barrier (the other processes may never reach it)."""
         if self.accelerator is not None:
-            self.accelerator.end_training()  # without it rank 0 aborted at exit (ENVIRONMENT.md)
+            if finished and torch.distributed.is_initialized():
+                torch.distributed.barrier()
+            self.accelerator.end_training()  # without it rank 0 aborted at exit
             if torch.distributed.is_initialized():
                 torch.distributed.destroy_process_group()
 

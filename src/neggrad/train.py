@@ -667,15 +667,18 @@ def train(
     """Train (or resume) a run in ``run_dir``; return ``summary.json``'s content (``trust_checkpoint``: see
     :meth:`Trainer.setup`)."""
     trainer = Trainer(config, run_dir, callback=callback)
+    finished = False
     try:
         try:
             trainer.setup(resume=resume, trust_checkpoint=trust_checkpoint)
         except CUDA_OOM:
             raise OutOfMemoryStop(trainer.out_of_memory_message()) from None
-        return trainer.train()
+        summary = trainer.train()
+        finished = True
+        return summary
     finally:
         if hasattr(trainer, "task"):
             trainer.task.close()  # stops verifier worker processes, if any
         close_judges()  # the http judge's kept-alive connections, if a judge was used
         if hasattr(trainer, "dist"):
-            trainer.dist.end()
+            trainer.dist.end(finished=finished)

@@ -69,6 +69,10 @@ class _Handler(BaseHTTPRequestHandler):
         status, headers, payload, delay = _reply(case, attempt)
         try:
             time.sleep(delay)
+        finally:  # in flight: read and not yet answered (once answered, the client may send its next request
+            with state.lock:  # before this thread runs again, which is not a request beyond the client's limit)
+                state.in_flight -= 1
+        try:
             self.send_response(status)
             for key, value in {"Content-Type": "application/json", **headers}.items():
                 self.send_header(key, value)
@@ -77,9 +81,6 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(payload)
         except OSError:  # the client gave up (timeout test)
             pass
-        finally:
-            with state.lock:
-                state.in_flight -= 1
 
     def log_message(self, *args):
         pass
