@@ -10,7 +10,7 @@ import neggrad.train
 from neggrad.config import ConfigError, build_config
 from neggrad.metrics import read_metrics
 from neggrad.train import train
-from tests.test_train import _untimed, tiny
+from tests.test_train import _untimed, crash_after_step, tiny
 
 PER_STEP = 16  # TINY: 4 prompts x 4 completions per generation round
 
@@ -92,16 +92,7 @@ def test_evaluations_follow_the_budget_fractions(tmp_path):
 def test_counters_survive_a_crash_and_resume(tmp_path):
     cfg = tiny("max_steps=10", "budget.samples=70", "save_steps=2")
     full = train(cfg, tmp_path / "full")
-
-    class Crash(Exception):
-        pass
-
-    def crash_at_3(event, data):
-        if event == "step" and data["step"] == 3:
-            raise Crash
-
-    with pytest.raises(Crash):
-        train(cfg, tmp_path / "crashed", callback=crash_at_3)
+    crash_after_step(cfg, tmp_path / "crashed", 3)
     resumed = train(cfg, tmp_path / "crashed", resume=True)  # from step 2's checkpoint
     assert full["steps"] == resumed["steps"] == 5
     assert full["spent"]["samples"] == resumed["spent"]["samples"] == 80

@@ -27,7 +27,7 @@ from neggrad.checkpoint import CheckpointError, CheckpointWriteError, list_check
 from neggrad.cli import main
 from neggrad.metrics import RunFileError, read_jsonl, read_metrics
 from neggrad.train import Trainer, lr_lambda, train
-from tests.test_train import TINY, _untimed, _weights, tiny
+from tests.test_train import TINY, _untimed, _weights, crash_after_step, tiny
 
 
 def _full_disk(after_bytes: int = 100):
@@ -74,16 +74,7 @@ def test_resume_after_interrupt_matches_an_uninterrupted_run(tmp_path):
 def test_resume_after_a_crash_drops_metrics_past_the_checkpoint(tmp_path):
     cfg = tiny()
     train(cfg, tmp_path / "full")
-
-    class Crash(Exception):
-        pass
-
-    def crash_at_3(event, data):
-        if event == "step" and data["step"] == 3:
-            raise Crash
-
-    with pytest.raises(Crash):
-        train(cfg, tmp_path / "crashed", callback=crash_at_3)
+    crash_after_step(cfg, tmp_path / "crashed", 3)
     assert len(read_metrics(tmp_path / "crashed" / "metrics.jsonl")) == 3  # step 3 logged, not checkpointed
     train(cfg, tmp_path / "crashed", resume=True)
     assert _untimed(read_metrics(tmp_path / "full" / "metrics.jsonl")) == _untimed(

@@ -38,6 +38,20 @@ def tiny(*overrides):
     return build_config({}, [*TINY, *overrides])
 
 
+def crash_after_step(cfg, run_dir, step: int) -> None:
+    """Train ``cfg`` in ``run_dir`` until an exception raised right after ``step`` ends the run (a crash)."""
+
+    class Crash(Exception):
+        pass
+
+    def crash(event, data):
+        if event == "step" and data["step"] == step:
+            raise Crash
+
+    with pytest.raises(Crash):
+        train(cfg, run_dir, callback=crash)
+
+
 def _weights(run_dir, step):
     return load_file(run_dir / "checkpoints" / f"step-{step}" / "model" / "model.safetensors")
 
