@@ -39,12 +39,12 @@ import torch  # noqa: E402
 
 from neggrad.config import build_config  # noqa: E402
 from neggrad.core.nthr import nthr_group  # noqa: E402
-from neggrad.models import load_policy  # noqa: E402
-from neggrad.policy import completion_forward  # noqa: E402
+from neggrad.models.load import load_policy  # noqa: E402
+from neggrad.models.policy import completion_forward  # noqa: E402
 from neggrad.rollout.hf import HFRollout  # noqa: E402
-from neggrad.sampling import collect_batch  # noqa: E402
-from neggrad.tasks import build_task  # noqa: E402
-from neggrad.update import policy_update  # noqa: E402
+from neggrad.tasks.build import build_task  # noqa: E402
+from neggrad.trainer.batch import collect_batch  # noqa: E402
+from neggrad.trainer.update import policy_update  # noqa: E402
 
 ARMS = {
     "off": ["lld.enabled=false"],

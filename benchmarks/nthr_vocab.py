@@ -25,14 +25,14 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch  # noqa: E402
 
+from neggrad.analysis.probe_study import sample_groups  # noqa: E402
 from neggrad.cli import resolve_config  # noqa: E402
 from neggrad.core.nthr import nthr_group  # noqa: E402
-from neggrad.diagnostics.probe import rollout_from_ids  # noqa: E402
-from neggrad.diagnostics.probe_study import sample_groups  # noqa: E402
-from neggrad.models import load_policy  # noqa: E402
-from neggrad.policy import completion_forward  # noqa: E402
+from neggrad.models.load import load_policy  # noqa: E402
+from neggrad.models.policy import completion_forward  # noqa: E402
 from neggrad.rollout.hf import HFRollout  # noqa: E402
-from neggrad.tasks import build_task  # noqa: E402
+from neggrad.tasks.build import build_task  # noqa: E402
+from neggrad.trainer.probe import rollout_from_ids  # noqa: E402
 
 
 def memory_bound(c_vocab: int, c_tokens: int, hidden: int, n: int) -> int:

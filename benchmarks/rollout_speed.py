@@ -46,8 +46,8 @@ def build_model(arch: str, dtype: torch.dtype, device: str):
     torch.manual_seed(0)
     if arch == "testbed":
         from neggrad.config import TestbedModelConfig
-        from neggrad.testbed.model import build_model as build_testbed
-        from neggrad.testbed.tokenizer import build_tokenizer
+        from neggrad.models.testbed.model import build_model as build_testbed
+        from neggrad.models.testbed.tokenizer import build_tokenizer
 
         model = build_testbed(TestbedModelConfig(), build_tokenizer(), seed=0)
     else:

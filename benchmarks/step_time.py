@@ -152,11 +152,11 @@ def neggrad_config(args: argparse.Namespace):
 
 
 class NeggradSteps:
-    """neggrad's training step as ``neggrad.train`` runs it: ``collect_batch`` then ``policy_update``."""
+    """neggrad's training step as ``neggrad.trainer.loop`` runs it: ``collect_batch`` then ``policy_update``."""
 
     def __init__(self, cfg, model, tokenizer, task, total_steps: int):
         from neggrad.rollout import build_rollout
-        from neggrad.train import lr_lambda
+        from neggrad.trainer.loop import lr_lambda
 
         self.cfg, self.model, self.task = cfg, model, task
         self.engine = build_rollout(model, tokenizer, cfg)  # --rollout: generate or the lean loop
@@ -172,8 +172,8 @@ class NeggradSteps:
         model.train()
 
     def step(self) -> None:
-        from neggrad.sampling import collect_batch
-        from neggrad.update import policy_update
+        from neggrad.trainer.batch import collect_batch
+        from neggrad.trainer.update import policy_update
 
         t0 = time.perf_counter()
         batch, self.cursor = collect_batch(self.cfg, self.engine, self.task, self.cursor)
@@ -207,7 +207,7 @@ def forward_backward_only(model, rollout, cfg) -> float:
     masked sum backward, micro-batch by micro-batch), outside the timed step: the floor of the update, which adds
     the loss, the old-policy bookkeeping, clipping and the optimizer step. Gradients are cleared after."""
     from neggrad.core.logprobs import token_logprobs
-    from neggrad.policy import completion_forward
+    from neggrad.models.policy import completion_forward
 
     t0 = time.perf_counter()
     for idx in torch.arange(rollout.completion_ids.shape[0]).split(cfg.per_device_train_batch_size):
@@ -330,9 +330,9 @@ def main(argv: list[str] | None = None) -> None:
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
     import trl
 
-    from neggrad.tasks import build_task
-    from neggrad.testbed.model import build_model
-    from neggrad.testbed.tokenizer import build_tokenizer
+    from neggrad.models.testbed.model import build_model
+    from neggrad.models.testbed.tokenizer import build_tokenizer
+    from neggrad.tasks.build import build_task
 
     cfg = neggrad_config(args)
     tokenizer = build_tokenizer()

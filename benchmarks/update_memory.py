@@ -34,9 +34,9 @@ def _arm(args) -> dict:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from neggrad.config import build_config
-    from neggrad.diagnostics.probe import group_batch
-    from neggrad.rollout.hf import Rollout
-    from neggrad.update import policy_update
+    from neggrad.rollout.base import Rollout
+    from neggrad.trainer.probe import group_batch
+    from neggrad.trainer.update import policy_update
 
     torch.manual_seed(0)
     V, H = 49152, 576

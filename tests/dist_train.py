@@ -1,4 +1,4 @@
-"""``neggrad.train.train`` under a launcher, optionally interrupted: tests/test_distributed.py runs it.
+"""``neggrad.trainer.loop.train`` under a launcher, optionally interrupted: tests/test_distributed.py runs it.
 
     accelerate launch ... -m tests.dist_train RUN_DIR [--resume] [--stop-at N] KEY=VALUE ...
 
@@ -11,7 +11,7 @@ import os
 import signal
 
 from neggrad.config import build_config
-from neggrad.train import train
+from neggrad.trainer.loop import train
 
 
 def main() -> None:

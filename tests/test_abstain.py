@@ -5,9 +5,9 @@ import torch
 
 from neggrad.config import build_config
 from neggrad.core.advantages import group_advantages
-from neggrad.metrics import read_metrics
-from neggrad.sampling import collect_batch
-from neggrad.train import Trainer
+from neggrad.trainer.batch import collect_batch
+from neggrad.trainer.loop import Trainer
+from neggrad.trainer.metrics import read_metrics
 from tests.test_train import TINY
 
 

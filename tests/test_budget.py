@@ -6,10 +6,10 @@ from itertools import accumulate
 
 import pytest
 
-import neggrad.train
+import neggrad.trainer.loop
 from neggrad.config import ConfigError, build_config
-from neggrad.metrics import read_metrics
-from neggrad.train import train
+from neggrad.trainer.loop import train
+from neggrad.trainer.metrics import read_metrics
 from tests.test_train import _untimed, crash_after_step, tiny
 
 PER_STEP = 16  # TINY: 4 prompts x 4 completions per generation round
@@ -67,7 +67,7 @@ def test_a_seconds_budget_reads_the_run_clock(tmp_path, monkeypatch):
         now[0] += 7.0
         return now[0]
 
-    monkeypatch.setattr(neggrad.train, "clock", clock)
+    monkeypatch.setattr(neggrad.trainer.loop, "clock", clock)
     summary = train(tiny("max_steps=10", "budget.seconds=40"), tmp_path)
     lines = _lines(tmp_path)
     spent = _ends_within_one_step(lines, "budget/seconds", 40)
@@ -133,7 +133,7 @@ def test_budget_mistakes_are_one_line(overrides, message):
 def test_every_arm_of_a_study_ends_within_one_step_of_the_same_samples(tmp_path):
     """The acceptance of issue 20: ``keep`` samples 16 completions a step, ``drop`` refills up to 4 rounds of 16;
     a samples budget ends each as soon as it reaches the budget, not after the same number of steps."""
-    from neggrad.compare import plan_arms, run_compare
+    from neggrad.analysis.compare import plan_arms, run_compare
     from tests.test_train import TINY
 
     arms = {"keep": ["zero_variance.all_wrong=keep"], "drop": ["zero_variance.all_wrong=drop", "refill=true"]}
@@ -152,7 +152,7 @@ def test_the_all_wrong_study_has_a_keep_arm_with_drops_samples_per_step(tmp_path
     in one round, and differs from keep only in the batch size."""
     from pathlib import Path
 
-    from neggrad.compare import plan_arms, read_study
+    from neggrad.analysis.compare import plan_arms, read_study
     from neggrad.config import config_changes, read_yaml
 
     config, _, overrides, arms = read_study(Path(__file__).parent.parent / "configs/studies/all_wrong.yaml")
@@ -180,7 +180,7 @@ def test_cli_progress_counts_the_budget(tmp_path, capsys):
 
 
 def test_the_dry_run_plan_shows_the_budget():
-    from neggrad.plan import build_plan, format_plan
+    from neggrad.analysis.plan import build_plan, format_plan
 
     plan = build_plan(tiny("budget.samples=12800", "max_steps=1000"))
     assert plan.schedule["budget"] == {"samples": 12800}

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-import neggrad.checkpoint as ckpt
-from neggrad.checkpoint import CheckpointError, list_checkpoints
+import neggrad.trainer.checkpoint as ckpt
 from neggrad.cli import main
 from neggrad.config import build_config
-from neggrad.train import train
+from neggrad.trainer.checkpoint import CheckpointError, list_checkpoints
+from neggrad.trainer.loop import train
 
 TINY = [
     "model.testbed.hidden_size=32",

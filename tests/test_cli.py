@@ -65,7 +65,7 @@ def test_bad_yaml_file_exits_2(tmp_path, capsys):
 
 
 def test_methods_lists_every_preset(capsys):
-    from neggrad.methods import PRESETS
+    from neggrad.config.presets import PRESETS
 
     assert main(["methods"]) == 0
     shown = capsys.readouterr().out

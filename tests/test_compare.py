@@ -14,8 +14,7 @@ import pytest
 import torch
 import yaml
 
-from neggrad.cli import main
-from neggrad.compare import (
+from neggrad.analysis.compare import (
     CompareError,
     parse_methods,
     plan_runs,
@@ -25,8 +24,9 @@ from neggrad.compare import (
     threads_per_job,
     train_command,
 )
+from neggrad.cli import main
 from neggrad.config import read_yaml
-from neggrad.metrics import read_metrics
+from neggrad.trainer.metrics import read_metrics
 from tests.test_train import TINY
 
 # two small training steps with one evaluation between them; no mid-run checkpoint
@@ -93,7 +93,7 @@ def test_rerunning_compare_keeps_finished_runs(compared, monkeypatch):
     def no_training(*a, **k):
         raise AssertionError("a finished run was trained again")
 
-    monkeypatch.setattr("neggrad.train.train", no_training)
+    monkeypatch.setattr("neggrad.trainer.loop.train", no_training)
     assert main(args) == 0
     assert [p.stat().st_mtime_ns for p in metrics] == mtimes and len(metrics) == 4
     # and the report alone, from the compare folder
@@ -170,7 +170,7 @@ def test_the_testbed_compare_config_builds_for_each_method(tmp_path):
 
 
 def test_keys_added_by_a_newer_neggrad_do_not_orphan_finished_runs():
-    from neggrad.compare import _differences
+    from neggrad.analysis.compare import _differences
     from neggrad.config import Config
 
     defaults = Config().model_dump(mode="json")
@@ -185,7 +185,7 @@ def test_keys_added_by_a_newer_neggrad_do_not_orphan_finished_runs():
 def test_shipped_studies_plan_every_arm(tmp_path):
     from pathlib import Path
 
-    from neggrad.compare import plan_arms, read_study
+    from neggrad.analysis.compare import plan_arms, read_study
     from neggrad.config import read_yaml
 
     studies = sorted(Path("configs/studies").glob("*.yaml"))
@@ -199,7 +199,7 @@ def test_shipped_studies_plan_every_arm(tmp_path):
 
 
 def test_a_bad_study_is_a_compare_error(tmp_path):
-    from neggrad.compare import CompareError, read_study
+    from neggrad.analysis.compare import CompareError, read_study
 
     bad = tmp_path / "s.yaml"
     bad.write_text("config: x.yaml\narms: {a: method=grpo}\n")
@@ -283,7 +283,7 @@ def test_a_resumed_parallel_compare_trains_only_unfinished_runs(compared, tmp_pa
         started.append((run.run_dir, status))
         return train_command(run, status, config_file)
 
-    monkeypatch.setattr("neggrad.compare.train_command", command)
+    monkeypatch.setattr("neggrad.analysis.compare.train_command", command)
     assert main([*[a if a != str(out) else str(par) for a in args], "--jobs", "2"]) == 0
     assert started == [(unfinished, "new")]
     assert json.loads((unfinished / "summary.json").read_text())["status"] == "completed"
@@ -341,7 +341,7 @@ def test_a_failing_parallel_run_is_reported_and_the_others_finish(tmp_path):
 
 def test_parallel_compare_exits_1_naming_the_failed_run(tmp_path, monkeypatch, capsys):
     (tmp_path / "c.yaml").write_text("learning_rate: 1.0e-3\n")
-    monkeypatch.setattr("neggrad.compare.train_command", _fake_command(tmp_path, {1: "fail"}))
+    monkeypatch.setattr("neggrad.analysis.compare.train_command", _fake_command(tmp_path, {1: "fail"}))
     out = tmp_path / "out"
     args = ["compare", "--methods", "grpo", "--seeds", "3", "--config", str(tmp_path / "c.yaml"), "--out", str(out)]
     assert main([*args, *SMALL, "--jobs", "3"]) == 1
@@ -391,7 +391,7 @@ def test_a_run_waits_while_another_builds_its_warm_start(tmp_path):
 
 
 def test_the_warm_start_to_build_is_known_before_a_run_starts(tmp_path):
-    from neggrad.compare import warm_start_to_build
+    from neggrad.analysis.compare import warm_start_to_build
 
     plan = plan_runs(
         {}, [*SMALL, "sft.enabled=true", f"sft.cache_dir={tmp_path}"], methods=["grpo"], seeds=2, out=tmp_path

@@ -94,7 +94,7 @@ def test_every_field_is_documented():
 def test_shipped_configs_build_for_every_method():
     from pathlib import Path
 
-    from neggrad.methods import PRESETS
+    from neggrad.config.presets import PRESETS
 
     root = Path(__file__).resolve().parents[1]
     files = sorted((root / "configs").rglob("*.yaml")) + sorted((root / "src/neggrad/configs").rglob("*.yaml"))

@@ -17,7 +17,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from neggrad.distributed import GroupSeededSampler, gumbel_noise, row_keys
+from neggrad.trainer.distributed import GroupSeededSampler, gumbel_noise, row_keys
 from tests.test_train import TINY
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -116,7 +116,7 @@ FSDP_RUN = [
 
 
 def _launch(launcher: list[str], run_dir: Path, overrides: list[str], *extra: str) -> subprocess.CompletedProcess:
-    """``tests.dist_train`` (neggrad.train.train, optionally interrupted) under ``launcher`` on CPU (gloo)."""
+    """``tests.dist_train`` (neggrad.trainer.loop.train, optionally interrupted) under ``launcher`` on CPU (gloo)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "src"), env.get("PYTHONPATH", "")])
     env["CUDA_VISIBLE_DEVICES"] = ""
@@ -172,7 +172,7 @@ def fsdp_run(tmp_path_factory) -> Path:
 
 @pytest.mark.slow
 def test_fsdp_two_processes_resume_exactly(fsdp_run, tmp_path):
-    from neggrad.checkpoint import verify_checkpoint
+    from neggrad.trainer.checkpoint import verify_checkpoint
 
     ckpt = fsdp_run / "checkpoints" / "step-3"
     verify_checkpoint(ckpt)  # hashes, and nothing that could run code: no pickle anywhere, shards included

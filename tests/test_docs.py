@@ -12,7 +12,7 @@ import pytest
 from pydantic import BaseModel
 
 from neggrad.config import Config
-from neggrad.metrics import METRICS
+from neggrad.trainer.metrics import METRICS
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,4 +1,4 @@
-"""``neggrad train --dry-run``: the resolved plan, printed without loading weights (neggrad.plan)."""
+"""``neggrad train --dry-run``: the resolved plan, printed without loading weights (neggrad.analysis.plan)."""
 
 import json
 import os
@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from neggrad import cli
+from neggrad.analysis.plan import BYTES, _shape_from_config_json, build_plan, format_plan
 from neggrad.config import build_config
-from neggrad.plan import BYTES, _shape_from_config_json, build_plan, format_plan
 from tests.test_models import _save_tiny
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -23,10 +23,10 @@ def no_weights(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("the dry run loaded weights")
 
-    monkeypatch.setattr("neggrad.models.load_policy", refuse)
-    monkeypatch.setattr("neggrad.models._load_hf", refuse)
-    monkeypatch.setattr("neggrad.testbed.model.build_model", refuse)
-    monkeypatch.setattr("neggrad.train.train", refuse)
+    monkeypatch.setattr("neggrad.models.load.load_policy", refuse)
+    monkeypatch.setattr("neggrad.models.load._load_hf", refuse)
+    monkeypatch.setattr("neggrad.models.testbed.model.build_model", refuse)
+    monkeypatch.setattr("neggrad.trainer.loop.train", refuse)
 
 
 def _rows(path, n=40):
@@ -167,8 +167,8 @@ def test_testbed_plan_is_exact(no_weights):
     plan = build_plan(config)
     from transformers import Qwen2ForCausalLM
 
-    from neggrad.testbed.model import build_config as testbed_config
-    from neggrad.testbed.tokenizer import build_tokenizer
+    from neggrad.models.testbed.model import build_config as testbed_config
+    from neggrad.models.testbed.tokenizer import build_tokenizer
 
     with torch.device("meta"):
         actual = sum(
@@ -180,7 +180,7 @@ def test_testbed_plan_is_exact(no_weights):
 
 
 def test_hub_model_and_sets_are_not_loaded(monkeypatch, no_weights):
-    monkeypatch.setattr("neggrad.plan._cached_config_json", lambda repo: None)
+    monkeypatch.setattr("neggrad.analysis.plan._cached_config_json", lambda repo: None)
     config = build_config(cli.read_yaml(ROOT / "configs/recipes/nthr_qwen2.5-math-1.5b.yaml"))
     plan = build_plan(config)
     assert "not in the local cache" in plan.model["kind"] and "total" not in plan.memory
@@ -205,7 +205,7 @@ def test_cached_hub_config_gives_a_memory_estimate(tmp_path, monkeypatch, no_wei
         "torch_dtype": "bfloat16",
     }
     (tmp_path / "config.json").write_text(json.dumps(cfg))
-    monkeypatch.setattr("neggrad.plan._cached_config_json", lambda repo: tmp_path / "config.json")
+    monkeypatch.setattr("neggrad.analysis.plan._cached_config_json", lambda repo: tmp_path / "config.json")
     config = build_config(cli.read_yaml(ROOT / "configs/recipes/nthr_qwen2.5-math-1.5b.yaml"))
     plan = build_plan(config)
     assert 1.50e9 < plan.model["parameters"] < 1.56e9  # the card says 1.54 B

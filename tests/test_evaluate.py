@@ -4,7 +4,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from neggrad.evaluate import evaluate
+from neggrad.trainer.evaluate import evaluate
 
 
 @dataclass

@@ -23,10 +23,10 @@ import pytest
 import torch
 import transformers
 
-from neggrad.checkpoint import CheckpointError, CheckpointWriteError, list_checkpoints
 from neggrad.cli import main
-from neggrad.metrics import RunFileError, read_jsonl, read_metrics
-from neggrad.train import Trainer, lr_lambda, train
+from neggrad.trainer.checkpoint import CheckpointError, CheckpointWriteError, list_checkpoints
+from neggrad.trainer.loop import Trainer, lr_lambda, train
+from neggrad.trainer.metrics import RunFileError, read_jsonl, read_metrics
 from tests.test_train import TINY, _untimed, _weights, crash_after_step, tiny
 
 
@@ -143,11 +143,11 @@ def test_resume_removes_stale_temporary_folders_first(tmp_path):
 
 
 def test_a_save_warns_when_free_space_is_below_the_last_checkpoint(tmp_path, monkeypatch, caplog):
-    import neggrad.checkpoint
+    import neggrad.trainer.checkpoint
 
-    real = neggrad.checkpoint.shutil.disk_usage
-    monkeypatch.setattr(neggrad.checkpoint.shutil, "disk_usage", lambda p: real(p)._replace(free=1000))
-    with caplog.at_level(logging.WARNING, logger="neggrad.checkpoint"):
+    real = neggrad.trainer.checkpoint.shutil.disk_usage
+    monkeypatch.setattr(neggrad.trainer.checkpoint.shutil, "disk_usage", lambda p: real(p)._replace(free=1000))
+    with caplog.at_level(logging.WARNING, logger="neggrad.trainer.checkpoint"):
         train(tiny("max_steps=2", "save_steps=1", "eval_steps=0"), tmp_path)
     warnings = [r.getMessage() for r in caplog.records if "free in" in r.getMessage()]
     assert len(warnings) == 2  # before step-2 and before the final save (step-1 had nothing to compare with)
@@ -180,12 +180,12 @@ def test_cli_a_full_disk_is_one_line_and_exit_3(tmp_path, monkeypatch, capsys):
 
 
 def test_cli_a_full_disk_while_logging_is_one_line_and_exit_3(tmp_path, monkeypatch, capsys):
-    import neggrad.metrics
+    import neggrad.trainer.metrics
 
     def full(self, record):
         raise OSError(errno.ENOSPC, "No space left on device", str(self.path))
 
-    monkeypatch.setattr(neggrad.metrics.MetricsWriter, "write", full)
+    monkeypatch.setattr(neggrad.trainer.metrics.MetricsWriter, "write", full)
     run = tmp_path / "run"
     code = main(["train", "--config", _defaults(tmp_path), "--run-dir", str(run), *TINY, "max_steps=2"])
     err = capsys.readouterr().err
@@ -209,7 +209,7 @@ def test_read_jsonl_drops_a_torn_last_line_with_one_warning(tmp_path, caplog):
     for torn in ('{"step": 3, "lo', "\0" * 64):  # a write cut short; zero bytes a power loss leaves
         path.write_text('{"step": 1}\n{"step": 2}\n' + torn)
         caplog.clear()
-        with caplog.at_level(logging.WARNING, logger="neggrad.metrics"):
+        with caplog.at_level(logging.WARNING, logger="neggrad.trainer.metrics"):
             assert read_metrics(path) == [{"step": 1}, {"step": 2}]
         assert [r.getMessage() for r in caplog.records] == [
             f"{path}: dropped its last line (3), cut short by a crash or a full disk"
@@ -248,7 +248,7 @@ def test_cli_report_and_eval_read_a_run_with_a_torn_last_line(tmp_path, capsys, 
     run = tmp_path / "run"
     train(tiny("max_steps=2"), run)
     _tear(run / "metrics.jsonl")
-    with caplog.at_level(logging.WARNING, logger="neggrad.metrics"):
+    with caplog.at_level(logging.WARNING, logger="neggrad.trainer.metrics"):
         assert main(["report", str(run), "--out", str(tmp_path / "report")]) == 0
     assert "Traceback" not in capsys.readouterr().err
     assert [r.getMessage().split(": ", 1)[1] for r in caplog.records] == [
@@ -273,7 +273,7 @@ def test_cli_a_bad_middle_line_is_one_line_naming_it(tmp_path, capsys):
 
 
 def test_a_torn_samples_file_is_read_without_its_last_line(tmp_path):
-    from neggrad.diagnostics.inspect import load_step
+    from neggrad.analysis.inspect import load_step
 
     (tmp_path / "samples").mkdir()
     row = {"group": 0, "completion": "1+1=2", "tokens": ["2"], "scores": [0.5], "selected": [True]}
@@ -282,7 +282,7 @@ def test_a_torn_samples_file_is_read_without_its_last_line(tmp_path):
 
 
 def test_compare_treats_a_torn_summary_as_unfinished(tmp_path):
-    from neggrad.compare import _summary_status
+    from neggrad.analysis.compare import _summary_status
 
     (tmp_path / "summary.json").write_text('{"status": "compl')
     assert _summary_status(tmp_path / "summary.json") is None
@@ -378,10 +378,10 @@ def _oom_at(step: int, real):
 
 @pytest.mark.parametrize(("stage", "target"), [("the update", "policy_update"), ("generation", "collect_batch")])
 def test_out_of_memory_names_the_settings_and_saves_nothing_of_the_step(tmp_path, monkeypatch, stage, target):
-    import neggrad.train
+    import neggrad.trainer.loop
 
-    monkeypatch.setattr(neggrad.train, target, _oom_at(2, getattr(neggrad.train, target)))
-    with pytest.raises(neggrad.train.OutOfMemoryStop) as caught:
+    monkeypatch.setattr(neggrad.trainer.loop, target, _oom_at(2, getattr(neggrad.trainer.loop, target)))
+    with pytest.raises(neggrad.trainer.loop.OutOfMemoryStop) as caught:
         train(tiny("max_steps=3", "save_steps=1", "eval_steps=0"), tmp_path)
     message = str(caught.value)
     assert message.startswith(f"out of GPU memory in {stage} at step 2 (not saved; step-1 is intact)"), message
@@ -399,10 +399,10 @@ def test_out_of_memory_names_the_settings_and_saves_nothing_of_the_step(tmp_path
 
 
 def test_cli_out_of_memory_is_one_line_and_exit_4_and_the_suggested_resume_works(tmp_path, monkeypatch, capsys):
-    import neggrad.train
+    import neggrad.trainer.loop
 
-    real = neggrad.train.policy_update
-    monkeypatch.setattr(neggrad.train, "policy_update", _oom_at(2, real))
+    real = neggrad.trainer.loop.policy_update
+    monkeypatch.setattr(neggrad.trainer.loop, "policy_update", _oom_at(2, real))
     run = tmp_path / "run"
     code = main(
         ["train", "--config", _defaults(tmp_path), "--run-dir", str(run), *TINY, "max_steps=2", "save_steps=1"]
@@ -411,7 +411,7 @@ def test_cli_out_of_memory_is_one_line_and_exit_4_and_the_suggested_resume_works
     lines = [line for line in err.splitlines() if line.startswith("neggrad:")]
     assert code == 4 and "Traceback" not in err and len(lines) == 1, err
     assert lines[0].startswith("neggrad: stopped: out of GPU memory in the update at step 2"), err
-    monkeypatch.setattr(neggrad.train, "policy_update", real)
+    monkeypatch.setattr(neggrad.trainer.loop, "policy_update", real)
     resume = lines[0].split("continue with: neggrad ")[1].split()
     assert main(resume) == 0, capsys.readouterr().err
     assert read_jsonl(run / "config_history.jsonl")[0]["changes"] == {

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from neggrad.config import ConfigError, build_config
-from neggrad.metrics import read_metrics
-from neggrad.train import Trainer
+from neggrad.trainer.loop import Trainer
+from neggrad.trainer.metrics import read_metrics
 from tests.test_train import TINY
 
 PARITY = "reward.kind=tests.test_methods_e2e:parity"

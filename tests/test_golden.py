@@ -28,9 +28,9 @@ import pytest
 import torch
 
 from neggrad.config import build_config
-from neggrad.methods import PRESETS
-from neggrad.metrics import read_metrics
-from neggrad.train import Trainer
+from neggrad.config.presets import PRESETS
+from neggrad.trainer.loop import Trainer
+from neggrad.trainer.metrics import read_metrics
 from tests.test_frontier_train import OPTIONS, PARITY
 from tests.test_train import TINY
 

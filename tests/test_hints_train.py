@@ -5,13 +5,14 @@ import re
 import torch
 
 from neggrad.config import build_config
-from neggrad.hinting import hint_prefix, reference_steps
-from neggrad.metrics import read_metrics
-from neggrad.rollout.hf import HFRollout, concat
-from neggrad.testbed.model import build_model
-from neggrad.testbed.task import solve
-from neggrad.testbed.tokenizer import build_tokenizer
-from neggrad.train import Trainer
+from neggrad.models.testbed.model import build_model
+from neggrad.models.testbed.tokenizer import build_tokenizer
+from neggrad.rollout.base import concat
+from neggrad.rollout.hf import HFRollout
+from neggrad.strategies.hint_ladder import hint_prefix, reference_steps
+from neggrad.tasks.testbed import solve
+from neggrad.trainer.loop import Trainer
+from neggrad.trainer.metrics import read_metrics
 from tests.test_train import TINY
 
 

@@ -156,8 +156,8 @@ def test_the_config_selects_the_lean_engine_and_refuses_what_it_cannot_sample(ti
 
 def test_a_testbed_run_trains_the_same_with_the_lean_loop(tmp_path):
     """End to end on the testbed's Qwen2 model: the same samples, metrics and weights as with generate."""
-    from neggrad.metrics import read_metrics
-    from neggrad.train import train
+    from neggrad.trainer.loop import train
+    from neggrad.trainer.metrics import read_metrics
     from tests.test_train import _untimed, _weights, tiny
 
     for backend in ("hf", "hf_lean"):

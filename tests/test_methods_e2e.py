@@ -12,9 +12,9 @@ import torch
 import yaml
 
 from neggrad.config import build_config
-from neggrad.methods import PRESETS
-from neggrad.metrics import read_metrics
-from neggrad.train import Trainer
+from neggrad.config.presets import PRESETS
+from neggrad.trainer.loop import Trainer
+from neggrad.trainer.metrics import read_metrics
 from tests.test_train import TINY
 
 

@@ -11,10 +11,10 @@ import torch
 from safetensors.torch import load_file
 
 from neggrad.config import ConfigError, build_config
-from neggrad.metrics import read_metrics
-from neggrad.models import AdapterDisabledReference, load_policy, reference_model
-from neggrad.testbed.tokenizer import build_tokenizer
-from neggrad.train import Trainer, train
+from neggrad.models.load import AdapterDisabledReference, load_policy, reference_model
+from neggrad.models.testbed.tokenizer import build_tokenizer
+from neggrad.trainer.loop import Trainer, train
+from neggrad.trainer.metrics import read_metrics
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -88,7 +88,7 @@ def test_a_local_folder_loads_with_its_own_tokenizer_and_settings(tmp_path):
 def test_batches_live_on_the_cpu_and_micro_batches_move_to_the_model(llama_dir):
     # on a GPU machine the model is on CUDA: a batch stays on the CPU for bookkeeping (an H200 run failed
     # when generate's CUDA tensors met the update's CPU index tensors) and each forward moves its rows
-    from neggrad.policy import completion_forward
+    from neggrad.models.policy import completion_forward
     from neggrad.rollout import build_rollout
 
     config = cfg(llama_dir, "max_completion_length=5")
@@ -126,7 +126,7 @@ def test_loading_errors_are_one_line_and_say_what_to_change(tmp_path, llama_dir,
     (tmp_path / "empty").mkdir()
     with pytest.raises(ConfigError, match="has no config.json"):
         load_policy(cfg(tmp_path / "empty"))
-    monkeypatch.setattr("neggrad.models._dtype_works", lambda dtype, device: False)
+    monkeypatch.setattr("neggrad.models.load._dtype_works", lambda dtype, device: False)
     with pytest.raises(ConfigError, match=r"model.dtype bfloat16: this (CPU|CUDA) .* use model.dtype: float32"):
         load_policy(cfg(llama_dir, "model.dtype=bfloat16"))
     monkeypatch.setitem(__import__("sys").modules, "peft", None)  # as if peft were not installed

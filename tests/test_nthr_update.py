@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from neggrad.config import build_config
-from neggrad.diagnostics.probe import one_step, rollout_from_ids
-from neggrad.testbed.model import build_model
-from neggrad.testbed.tokenizer import build_tokenizer
+from neggrad.models.testbed.model import build_model
+from neggrad.models.testbed.tokenizer import build_tokenizer
+from neggrad.trainer.probe import one_step, rollout_from_ids
 
 SMALL = [
     "sft.enabled=false",
@@ -81,7 +81,7 @@ def test_old_pass_and_inline_nthr_agree():
 
 def test_lld_matches_a_separate_before_and_after_pass():
     from neggrad.core.logprobs import token_logprobs
-    from neggrad.policy import completion_logits
+    from neggrad.models.policy import completion_logits
 
     tok = build_tokenizer()
     cfg = build_config({}, SMALL)
@@ -92,8 +92,8 @@ def test_lld_matches_a_separate_before_and_after_pass():
     # replay the probe's update by hand on a copy to get the after-model
     import copy
 
-    from neggrad.diagnostics.probe import group_batch, variant_config
-    from neggrad.update import policy_update
+    from neggrad.trainer.probe import group_batch, variant_config
+    from neggrad.trainer.update import policy_update
 
     c = variant_config(cfg, "grpo")
     work = copy.deepcopy(model)
@@ -157,7 +157,7 @@ def test_batch_scope_refusals():
 
 
 def test_batch_scope_refuses_a_head_it_cannot_recompute():
-    from neggrad.policy import linear_head
+    from neggrad.models.policy import linear_head
 
     tok = build_tokenizer()
     model = build_model(build_config({}, SMALL).model.testbed, tok, seed=0)

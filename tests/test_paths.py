@@ -1,4 +1,4 @@
-"""pkg:// paths (neggrad.paths): files inside an installed package, found without importing it."""
+"""pkg:// paths (neggrad.config.paths): files inside an installed package, found without importing it."""
 
 import json
 import sys
@@ -6,8 +6,8 @@ import sys
 import pytest
 
 from neggrad.config import ConfigError
-from neggrad.data.sources import is_local, read_local, read_rows
-from neggrad.paths import is_package_path, resolve_package_path
+from neggrad.config.paths import is_package_path, resolve_package_path
+from neggrad.tasks.data.sources import is_local, read_local, read_rows
 
 
 @pytest.fixture
@@ -51,7 +51,7 @@ def test_missing_file_and_bad_names_are_refused(fake_package):
     with pytest.raises(ConfigError, match="leaves the package folder"):
         resolve_package_path("pkg://neggrad_fakepkg/../site")
     with pytest.raises(ConfigError, match="not a top-level package name"):
-        resolve_package_path("pkg://neggrad.paths/x")  # dotted: find_spec would import the parent
+        resolve_package_path("pkg://neggrad.config.paths/x")  # dotted: find_spec would import the parent
     with pytest.raises(ConfigError, match="single module"):
         resolve_package_path("pkg://this")  # the stdlib's this.py: a module, not a folder
 
@@ -75,7 +75,7 @@ def test_json_key_on_a_plain_file(tmp_path):
 def test_load_policy_from_a_package_folder(fake_package, tmp_path):
     pytest.importorskip("transformers")
     from neggrad.config import build_config
-    from neggrad.models import load_policy
+    from neggrad.models.load import load_policy
     from tests.test_models import _save_tiny
 
     _save_tiny(fake_package / "model")

@@ -10,8 +10,8 @@ import yaml
 from rich.console import Console
 
 import neggrad.cli
+from neggrad.analysis.report import ReportError, Run, learns_from_all_wrong, load_runs, summarize, write_report
 from neggrad.cli import main
-from neggrad.report import ReportError, Run, learns_from_all_wrong, load_runs, summarize, write_report
 
 
 def _run(method, seed, *, estimator, group_filter="none", before=None, after=None, steps=4, metrics=()):
@@ -185,7 +185,7 @@ def test_report_of_an_empty_folder_exits_2_with_one_line(tmp_path, capsys):
 
 
 def test_compute_on_all_wrong_groups_is_the_share_of_time_per_kind(tmp_path):
-    from neggrad.report import Run, all_wrong_compute
+    from neggrad.analysis.report import Run, all_wrong_compute
 
     lines = [
         {"time/all_wrong": 3.0, "time/all_correct": 1.0, "time/mixed": 4.0, "time/unscorable": 0.0},
@@ -211,7 +211,7 @@ def test_the_terminal_table_fits_80_columns_and_points_to_the_full_report(tmp_pa
 
 def test_plot_legends_stay_outside_the_curves(tmp_path):
     plt = pytest.importorskip("matplotlib.pyplot")
-    from neggrad.report import place_legend
+    from neggrad.analysis.report import place_legend
 
     fig, ax = plt.subplots(figsize=(7, 4))
     for i in range(6):  # curves that fill the whole plot area, as accuracy curves do
@@ -256,7 +256,7 @@ BUDGET_RUNS = [
 
 
 def test_report_gives_accuracy_at_the_common_budget_and_what_each_arm_spent(tmp_path):
-    from neggrad.report import common_budget, compute_curve
+    from neggrad.analysis.report import common_budget, compute_curve
 
     assert compute_curve(BUDGET_RUNS[2], "samples") == {0: 0.0, 1: 32.0, 2: 64.0, 3: 96.0}
     assert compute_curve(BUDGET_RUNS[2], "tokens") == {}  # not reconstructed for older runs
@@ -280,7 +280,7 @@ def test_report_gives_accuracy_at_the_common_budget_and_what_each_arm_spent(tmp_
 
 
 def test_the_common_budget_follows_the_runs_budget_kind():
-    from neggrad.report import budget_kind, value_at
+    from neggrad.analysis.report import budget_kind, value_at
 
     seconds = [
         _budget_run(

@@ -8,7 +8,7 @@ import torch
 from transformers import get_scheduler
 
 from neggrad.config import ConfigError, build_config
-from neggrad.train import lr_lambda, train
+from neggrad.trainer.loop import lr_lambda, train
 from tests.test_train import tiny
 
 
@@ -54,7 +54,7 @@ def test_a_named_schedule_is_transformers_after_the_warm_up(schedule, kwargs):
 
 
 def test_a_missing_or_unknown_schedule_argument_is_one_line_before_the_model_loads(tmp_path, monkeypatch):
-    monkeypatch.setattr("neggrad.train.load_policy", lambda *a, **k: pytest.fail("the model was loaded"))
+    monkeypatch.setattr("neggrad.trainer.loop.load_policy", lambda *a, **k: pytest.fail("the model was loaded"))
     with pytest.raises(ConfigError, match=r"^lr_scheduler_type=cosine_with_min_lr .*min_lr_rate") as caught:
         train(tiny("lr_scheduler_type=cosine_with_min_lr"), tmp_path)
     assert "\n" not in str(caught.value)

@@ -6,8 +6,8 @@ import textwrap
 import pytest
 
 from neggrad.config import build_config
-from neggrad.data.sources import MathExample
-from neggrad.tasks import ArithmeticTask, MathTask, build_task
+from neggrad.tasks.build import ArithmeticTask, MathTask, build_task
+from neggrad.tasks.data.sources import MathExample
 
 
 def examples(n):

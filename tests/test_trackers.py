@@ -16,8 +16,8 @@ import pytest
 
 from neggrad.cli import main
 from neggrad.config import ConfigError, build_config, check_resume_changes, config_changes
-from neggrad.metrics import read_metrics
-from neggrad.train import train
+from neggrad.trainer.loop import train
+from neggrad.trainer.metrics import read_metrics
 from tests.test_train import TINY, tiny
 
 
@@ -83,7 +83,7 @@ def test_a_missing_tracker_package_is_one_line_naming_pip_before_anything_loads(
 
 
 def test_a_tracker_that_fails_is_closed_with_a_warning_and_the_run_goes_on(tmp_path, monkeypatch, caplog):
-    import neggrad.trackers
+    import neggrad.trainer.trackers
 
     closed = []
 
@@ -97,8 +97,8 @@ def test_a_tracker_that_fails_is_closed_with_a_warning_and_the_run_goes_on(tmp_p
         def close(self, failed):
             closed.append(failed)
 
-    monkeypatch.setattr(neggrad.trackers, "require", lambda names: None)
-    monkeypatch.setitem(neggrad.trackers.OPENERS, "wandb", Broken)
+    monkeypatch.setattr(neggrad.trainer.trackers, "require", lambda names: None)
+    monkeypatch.setitem(neggrad.trainer.trackers.OPENERS, "wandb", Broken)
     summary = train(tiny("max_steps=2", "eval_steps=0", "report_to=wandb"), tmp_path)
     assert summary["status"] == "completed"
     assert [line["step"] for line in read_metrics(tmp_path / "metrics.jsonl")] == [1, 2]

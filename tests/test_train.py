@@ -6,10 +6,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from neggrad.checkpoint import list_checkpoints
 from neggrad.config import build_config
-from neggrad.metrics import read_metrics
-from neggrad.train import NonFiniteError, Trainer, train
+from neggrad.trainer.checkpoint import list_checkpoints
+from neggrad.trainer.loop import NonFiniteError, Trainer, train
+from neggrad.trainer.metrics import read_metrics
 
 TINY = [
     "model.testbed.hidden_size=32",
@@ -89,9 +89,9 @@ def test_a_fresh_run_refuses_to_overwrite_an_existing_one(tmp_path):
 
 
 def test_non_finite_losses_skip_updates_then_stop_the_run(tmp_path, monkeypatch):
-    import neggrad.update
+    import neggrad.trainer.update
 
-    real = neggrad.update.token_logprobs
+    real = neggrad.trainer.update.token_logprobs
 
     def poisoned(*args, **kwargs):
         return real(*args, **kwargs) * float("nan")
@@ -102,7 +102,7 @@ def test_non_finite_losses_skip_updates_then_stop_the_run(tmp_path, monkeypatch)
 
     def poison_from_step_2(event, data):
         if event == "step" and data["step"] == 1:
-            monkeypatch.setattr(neggrad.update, "token_logprobs", poisoned)
+            monkeypatch.setattr(neggrad.trainer.update, "token_logprobs", poisoned)
 
     trainer.callback = poison_from_step_2
     with pytest.raises(NonFiniteError, match="2 consecutive steps had a non-finite loss"):

@@ -11,14 +11,14 @@ import torch
 
 from neggrad.config import ConfigError, build_config, config_changes, load_config
 from neggrad.core.logprobs import token_logprobs
-from neggrad.diagnostics.probe import group_batch
-from neggrad.metrics import read_metrics
-from neggrad.policy import completion_forward
+from neggrad.models.policy import completion_forward
+from neggrad.models.testbed.model import build_model
+from neggrad.models.testbed.tokenizer import build_tokenizer
 from neggrad.strategies import Strategy
-from neggrad.testbed.model import build_model
-from neggrad.testbed.tokenizer import build_tokenizer
-from neggrad.train import Trainer
-from neggrad.update import policy_update
+from neggrad.trainer.loop import Trainer
+from neggrad.trainer.metrics import read_metrics
+from neggrad.trainer.probe import group_batch
+from neggrad.trainer.update import policy_update
 from tests.test_nthr_update import CORRECT, SMALL, crafted
 from tests.test_train import TINY
 

@@ -13,10 +13,10 @@ import pytest
 import torch
 
 from neggrad.config import ConfigError, build_config
+from neggrad.models.testbed.tokenizer import build_tokenizer
 from neggrad.rollout import build_rollout
 from neggrad.rollout.hf import HFRollout
 from neggrad.rollout.vllm import VLLMRollout, hf_weights, parse_completions, rollout_from_token_ids
-from neggrad.testbed.tokenizer import build_tokenizer
 from tests.test_models import RUN, _save_tiny
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -191,7 +191,7 @@ def fake_engines(monkeypatch) -> list:
 
 
 def test_trainer_syncs_the_engine_after_every_update(tiny, tmp_path, fake_engines):
-    from neggrad.train import Trainer
+    from neggrad.trainer.loop import Trainer
 
     folder, _, _ = tiny
     engines = fake_engines

@@ -9,9 +9,9 @@ import pytest
 
 from neggrad import cli
 from neggrad.config import build_config
-from neggrad.metrics import read_metrics
-from neggrad.tasks import WordProblemTask, build_task
-from neggrad.train import train
+from neggrad.tasks.build import WordProblemTask, build_task
+from neggrad.trainer.loop import train
+from neggrad.trainer.metrics import read_metrics
 from tests.tiny_chat import build_tiny_chat_model
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -44,7 +44,7 @@ def overrides(folder, *extra):
 
 
 def test_prompts_go_through_the_chat_template(chat_dir):
-    from neggrad.models import load_policy
+    from neggrad.models.load import load_policy
 
     config = build_config({}, overrides(chat_dir))
     _, tokenizer, _ = load_policy(config)

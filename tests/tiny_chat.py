@@ -18,7 +18,7 @@ def build_tiny_chat_model(folder, *, vocab_size: int = 400, seed: int = 0):
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
     from neggrad.config import TaskConfig
-    from neggrad.data.word_problems import problem_at
+    from neggrad.tasks.word_problems import problem_at
 
     cfg = TaskConfig(name="word_problems", min_operands=2, max_operands=3)
     texts = [f"{e.problem}\n{e.solution}" for e in (problem_at(cfg, "train", i) for i in range(300))]

@@ -1,7 +1,7 @@
 """mkdocs hook: the config and metrics references, generated from the code at every build so they cannot drift.
 
 - ``reference/config.md`` walks ``neggrad.config.Config``: every key, its type, default and docstring.
-- ``reference/metrics.md`` lists ``neggrad.metrics.METRICS``.
+- ``reference/metrics.md`` lists ``neggrad.trainer.metrics.METRICS``.
 
 Both pages exist only in the built site (``File.generated``); nothing is written into ``docs/``.
 """
@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from neggrad.config import Config
-from neggrad.metrics import METRICS
+from neggrad.trainer.metrics import METRICS
 
 CONFIG_PAGE = "reference/config.md"
 METRICS_PAGE = "reference/metrics.md"
@@ -103,7 +103,7 @@ def metrics_page() -> str:
     lines = [
         "# Metrics reference",
         "",
-        "Generated from `neggrad.metrics.METRICS` at build time. Each training step writes one line of",
+        "Generated from `neggrad.trainer.metrics.METRICS` at build time. Each training step writes one line of",
         "`metrics.jsonl` with these keys (a key appears only on steps where it applies).",
         "",
         "| metric | meaning |",

@@ -80,7 +80,7 @@ def _worker_rank() -> int:
 
 
 def run_training(config: Config, run_dir: Path, *, resume: bool, trust_checkpoint: bool = False) -> dict:
-    from neggrad.train import train
+    from neggrad.trainer.loop import train
 
     if _worker_rank() > 0:  # under a launcher only rank 0 shows progress and the summary
         return train(config, run_dir, resume=resume, trust_checkpoint=trust_checkpoint)
@@ -157,7 +157,7 @@ def cmd_train(args) -> int:
         config = resolve_config(args.config, args.overrides)
         run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(config)
     if getattr(args, "dry_run", False):
-        from neggrad.plan import build_plan, format_plan
+        from neggrad.analysis.plan import build_plan, format_plan
 
         try:
             plan = build_plan(config)
@@ -210,11 +210,11 @@ def cmd_demo(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from neggrad.checkpoint import list_checkpoints, verify_checkpoint
-    from neggrad.evaluate import evaluate
-    from neggrad.models import load_policy
+    from neggrad.models.load import load_policy
     from neggrad.rollout import build_rollout
-    from neggrad.tasks import build_task
+    from neggrad.tasks.build import build_task
+    from neggrad.trainer.checkpoint import list_checkpoints, verify_checkpoint
+    from neggrad.trainer.evaluate import evaluate
 
     checkpoint = None
     if args.run_dir and "=" in args.run_dir and not Path(args.run_dir).exists():  # `eval --config c.yaml k=v`
@@ -270,7 +270,7 @@ def _parse_pass_k(text: str | None) -> list[int]:
 
 
 def cmd_methods(args) -> int:
-    from neggrad.methods import PRESETS
+    from neggrad.config.presets import PRESETS
 
     table = Table(title="neggrad methods (presets; any key can be overridden)")
     for col in ("method", "source", "what it does", "settings"):
@@ -296,8 +296,8 @@ def cmd_config(args) -> int:
 def cmd_compare(args) -> int:
     import time
 
-    from neggrad.compare import CompareError, parse_methods, plan_arms, plan_runs, read_study, run_compare
-    from neggrad.report import ReportError, require_matplotlib
+    from neggrad.analysis.compare import CompareError, parse_methods, plan_arms, plan_runs, read_study, run_compare
+    from neggrad.analysis.report import ReportError, require_matplotlib
 
     if not args.config and not args.study:
         raise UsageError("neggrad compare needs --config FILE (e.g. configs/testbed/compare.yaml) or --study FILE")
@@ -356,7 +356,7 @@ def _compare_in_parallel(planned, args, out_dir: Path, announce) -> int | None:
     reported (exit code 1, no report) without stopping the others. None when every run completed."""
     import time
 
-    from neggrad.compare import LOG_NAME, run_parallel
+    from neggrad.analysis.compare import LOG_NAME, run_parallel
 
     width = max(len(f"{r.method} s{r.seed}") for r in planned) + 3
     if any(r.config.budget.kind == "seconds" for r in planned):
@@ -405,7 +405,7 @@ def _compare_in_parallel(planned, args, out_dir: Path, announce) -> int | None:
 def cmd_report(args) -> int:
     import time
 
-    from neggrad.report import ReportError, compact_table, load_runs, write_report
+    from neggrad.analysis.report import ReportError, compact_table, load_runs, write_report
 
     try:
         runs = load_runs(args.run_dirs)
@@ -433,7 +433,7 @@ def cmd_report(args) -> int:
 
 
 def cmd_inspect(args) -> int:
-    from neggrad.diagnostics.inspect import InspectError, inspect_run
+    from neggrad.analysis.inspect import InspectError, inspect_run
 
     try:
         path = inspect_run(args.run_dir, args.step, args.out)
@@ -444,10 +444,10 @@ def cmd_inspect(args) -> int:
 
 
 def cmd_lld_probe(args) -> int:
-    from neggrad.diagnostics.probe_study import parse_variants, run_probe, sample_groups, write_probe_report
-    from neggrad.models import load_policy
+    from neggrad.analysis.probe_study import parse_variants, run_probe, sample_groups, write_probe_report
+    from neggrad.models.load import load_policy
     from neggrad.rollout.hf import HFRollout
-    from neggrad.tasks import build_task
+    from neggrad.tasks.build import build_task
 
     try:
         variants = parse_variants(args.variants)
@@ -661,9 +661,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from neggrad.checkpoint import CheckpointError, CheckpointWriteError
-    from neggrad.metrics import RunFileError
-    from neggrad.train import NonFiniteError, OutOfMemoryStop
+    from neggrad.trainer.checkpoint import CheckpointError, CheckpointWriteError
+    from neggrad.trainer.loop import NonFiniteError, OutOfMemoryStop
+    from neggrad.trainer.metrics import RunFileError
 
     args = build_parser().parse_args(argv)
     logging.basicConfig(

@@ -72,8 +72,8 @@ def test_completion_hidden_with_chunked_logprobs_equals_the_full_forward():
     and the LM head computes no logits at all."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from neggrad.policy import completion_forward, completion_hidden, linear_head
-    from neggrad.rollout.hf import Rollout
+    from neggrad.models.policy import completion_forward, completion_hidden, linear_head
+    from neggrad.rollout.base import Rollout
 
     torch.manual_seed(0)
     V = 50

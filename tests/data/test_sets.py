@@ -5,8 +5,8 @@ import json
 import pytest
 
 from neggrad.config import build_config
-from neggrad.data import EVAL_SETS, eval_set, load_prompt_sets
-from neggrad.data.prompts import format_prompt
+from neggrad.tasks.data import EVAL_SETS, eval_set, load_prompt_sets
+from neggrad.tasks.data.prompts import format_prompt
 
 CHAT = (
     "{% for m in messages %}<|{{ m.role }}|>{{ m.content }}\n{% endfor %}"
@@ -88,7 +88,7 @@ def test_registry_entries():
 
 @pytest.fixture
 def chat_tokenizer():
-    from neggrad.testbed.tokenizer import build_tokenizer
+    from neggrad.models.testbed.tokenizer import build_tokenizer
 
     tokenizer = build_tokenizer()
     tokenizer.chat_template = CHAT

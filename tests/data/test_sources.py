@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from neggrad.data.sources import Columns, keep, read_local, read_rows, to_examples
+from neggrad.tasks.data.sources import Columns, keep, read_local, read_rows, to_examples
 
 ROWS = [
     {"question": "1+1?", "final": 2, "level": 3, "worked": "1+1=2"},

@@ -10,10 +10,10 @@ import re
 import pytest
 
 from neggrad.config import ConfigError, TaskConfig, build_config
-from neggrad.data import word_problems as wp
 from neggrad.feedback.judge import JudgeRequest
 from neggrad.feedback.oracle import exact_verdict
-from neggrad.hinting import hint_prefix, reference_steps
+from neggrad.strategies.hint_ladder import hint_prefix, reference_steps
+from neggrad.tasks import word_problems as wp
 
 _ADD = re.compile(r"(?:buys|finds|gets|gives (?:him|her)) (\d+) more")
 _SUB = re.compile(r"(?:gives away|loses|sells|gives) (\d+)(?: to a friend)?\.")

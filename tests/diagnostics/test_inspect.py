@@ -6,11 +6,11 @@ import re
 import pytest
 import torch
 
+from neggrad.analysis.inspect import InspectError, inspect_run, render, steps_with_tokens
 from neggrad.cli import main
 from neggrad.config import build_config
-from neggrad.diagnostics.inspect import InspectError, inspect_run, render, steps_with_tokens
-from neggrad.diagnostics.probe import group_batch, one_step, rollout_from_ids
-from neggrad.train import Trainer
+from neggrad.trainer.loop import Trainer
+from neggrad.trainer.probe import group_batch, one_step, rollout_from_ids
 from tests.test_nthr_update import SMALL as NTHR_SMALL
 
 SMALL = [

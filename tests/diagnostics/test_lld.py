@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from neggrad.diagnostics.lld import likelihood_deltas, lld_metrics
+from neggrad.trainer.lld import likelihood_deltas, lld_metrics
 
 
 def spec_98():

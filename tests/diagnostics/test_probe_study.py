@@ -5,11 +5,11 @@ import json
 import pytest
 import torch
 
+from neggrad.analysis.probe_study import parse_variants, run_probe, summarize_probe, write_probe_report
 from neggrad.cli import main
 from neggrad.config import build_config
-from neggrad.diagnostics.probe_study import parse_variants, run_probe, summarize_probe, write_probe_report
-from neggrad.testbed.model import build_model
-from neggrad.testbed.tokenizer import build_tokenizer
+from neggrad.models.testbed.model import build_model
+from neggrad.models.testbed.tokenizer import build_tokenizer
 from tests.test_nthr_update import COMPLETIONS, PROMPT, SMALL
 
 

@@ -12,11 +12,11 @@ from neggrad.core.partial_reward import partial_reward
 from neggrad.feedback.judge import JudgeRequest, none_wrong
 from neggrad.feedback.oracle import OracleJudge
 from neggrad.feedback.repair import FeedbackStats, repair_all_wrong, safe_judge
-from neggrad.metrics import METRICS
-from neggrad.rollout.hf import Rollout
-from neggrad.sampling import collect_batch
-from neggrad.tasks import build_task
-from neggrad.testbed.task import parse_prompt, solve
+from neggrad.rollout.base import Rollout
+from neggrad.tasks.build import build_task
+from neggrad.tasks.testbed import parse_prompt, solve
+from neggrad.trainer.batch import collect_batch
+from neggrad.trainer.metrics import METRICS
 
 G = 4
 
@@ -180,7 +180,7 @@ def test_a_judge_that_finds_nothing_wrong_in_an_empty_answer_fails_that_answer_o
 
 
 def test_a_tiny_run_with_the_http_judge_writes_metrics_and_never_the_key(stub, tmp_path, monkeypatch):
-    from neggrad.train import train
+    from neggrad.trainer.loop import train
     from tests.test_train import TINY
 
     secret = "sk-run-dir-secret-42"

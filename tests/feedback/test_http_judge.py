@@ -290,7 +290,8 @@ def _wait_for(condition, seconds=5.0):
 
 def test_connections_are_kept_alive_and_reused_across_threads_and_calls(servers, tmp_path):
     server, url = servers(_KeepAlive, lock=threading.Lock(), opened=0, open=0, requests=0)
-    judge = _judge(f"{url}/v1", tmp_path, max_concurrency=2)
+    # a generous timeout: a retry after a timeout (a loaded machine) would open a new connection and void the count
+    judge = _judge(f"{url}/v1", tmp_path, max_concurrency=2, timeout_s=30.0)
     first = judge.judge([_req(f"a{i}") for i in range(6)])
     second = judge.judge([_req(f"b{i}") for i in range(6)])  # a later call: the same client, the same connections
     assert all((v.kind, v.step) == ("first_wrong", 2) for v in first + second)

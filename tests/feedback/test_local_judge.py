@@ -6,8 +6,8 @@ from neggrad.config import TestbedModelConfig
 from neggrad.feedback.cache import JudgeCache
 from neggrad.feedback.judge import JudgeRequest
 from neggrad.feedback.local import LocalJudge
-from neggrad.testbed.model import build_model
-from neggrad.testbed.tokenizer import build_tokenizer
+from neggrad.models.testbed.model import build_model
+from neggrad.models.testbed.tokenizer import build_tokenizer
 
 REQUESTS = [
     JudgeRequest("Q: 3+4=", "3+4=7. A: 7", ("3+4=8", "A: 8")),

@@ -8,8 +8,8 @@ import pytest
 from neggrad.feedback.judge import JudgeRequest
 from neggrad.feedback.oracle import OracleJudge, add_noise, exact_verdict
 from neggrad.feedback.steps import split_response
-from neggrad.rewards.arithmetic import first_wrong_step
-from neggrad.testbed.task import solve
+from neggrad.tasks.testbed import solve
+from neggrad.tasks.verifiers.arithmetic import first_wrong_step
 
 PROMPT = "Q: 37+45-18="  # reference: 37+45=82, 82-18=64. A: 64
 

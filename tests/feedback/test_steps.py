@@ -90,7 +90,7 @@ def test_token_step_ids_follow_the_split_rule_through_the_tokens():
     import torch
 
     from neggrad.feedback.steps import token_step_ids
-    from neggrad.testbed.tokenizer import build_tokenizer
+    from neggrad.models.testbed.tokenizer import build_tokenizer
 
     tok = build_tokenizer()  # one character per token
     texts = ["37+45=82, 82-18=64. A: 64", "A: 7"]

@@ -18,11 +18,11 @@ from neggrad.config import FeedbackConfig, NTHRConfig, TestbedModelConfig, build
 from neggrad.feedback.judge import JudgeRequest, Verdict, failure, first_wrong  # noqa: E402
 from neggrad.feedback.repair import FeedbackStats, repair_all_wrong  # noqa: E402
 from neggrad.integrations.trl import NeggradConfig, NeggradGRPOTrainer, preset  # noqa: E402
-from neggrad.rollout.hf import Rollout  # noqa: E402
-from neggrad.sampling import TrainBatch, sequence_advantages  # noqa: E402
-from neggrad.testbed.model import build_model  # noqa: E402
-from neggrad.testbed.tokenizer import build_tokenizer  # noqa: E402
-from neggrad.update import policy_update  # noqa: E402
+from neggrad.models.testbed.model import build_model  # noqa: E402
+from neggrad.models.testbed.tokenizer import build_tokenizer  # noqa: E402
+from neggrad.rollout.base import Rollout  # noqa: E402
+from neggrad.trainer.batch import TrainBatch, sequence_advantages  # noqa: E402
+from neggrad.trainer.update import policy_update  # noqa: E402
 
 G = 4  # num_generations
 P = 2  # prompts per generation batch

@@ -1,6 +1,6 @@
 import pytest
 
-from neggrad.rewards.arithmetic import extract_answer, first_wrong_step, score
+from neggrad.tasks.verifiers.arithmetic import extract_answer, first_wrong_step, score
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,7 @@ import textwrap
 
 import pytest
 
-from neggrad.rewards.custom import CustomReward, load_reward_fn
+from neggrad.tasks.verifiers.custom import CustomReward, load_reward_fn
 
 
 @pytest.fixture

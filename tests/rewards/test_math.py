@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from neggrad.rewards.math import MathVerifier, as_latex, extract_answer, format_score, last_boxed
+from neggrad.tasks.verifiers.math import MathVerifier, as_latex, extract_answer, format_score, last_boxed
 
 pytest.importorskip("math_verify")
 

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from neggrad.rewards.pool import TimeoutPool, import_path
+from neggrad.tasks.verifiers.pool import TimeoutPool, import_path
 
 
 # Worker functions must live at module level: the worker processes import them by name.

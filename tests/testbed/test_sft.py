@@ -6,9 +6,9 @@ from transformers import Qwen2ForCausalLM
 
 from neggrad.config import SFTConfig, TaskConfig
 from neggrad.config import TestbedModelConfig as ModelShape
-from neggrad.testbed.sft import cache_key, cache_root, greedy_completions, sft_batch, warm_start
-from neggrad.testbed.task import solve
-from neggrad.testbed.tokenizer import build_tokenizer, load_tokenizer
+from neggrad.models.testbed.sft import cache_key, cache_root, greedy_completions, sft_batch, warm_start
+from neggrad.models.testbed.tokenizer import build_tokenizer, load_tokenizer
+from neggrad.tasks.testbed import solve
 
 TINY = ModelShape(
     hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1
@@ -104,7 +104,7 @@ def test_right_padding_is_refused():
 
 def test_sft_seed_shares_one_warm_start_across_run_seeds():
     from neggrad.config import build_config
-    from neggrad.testbed.sft import cache_key
+    from neggrad.models.testbed.sft import cache_key
 
     def key(*overrides):
         cfg = build_config({}, list(overrides))

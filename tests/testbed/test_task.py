@@ -1,7 +1,7 @@
 import pytest
 
 from neggrad.config import TaskConfig
-from neggrad.testbed.task import (
+from neggrad.tasks.testbed import (
     Problem,
     eval_problems,
     max_solution_chars,

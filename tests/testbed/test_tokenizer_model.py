@@ -2,9 +2,9 @@ import torch
 from transformers import Qwen2ForCausalLM
 
 from neggrad.config import TaskConfig, TestbedModelConfig
-from neggrad.testbed.model import build_model
-from neggrad.testbed.task import train_problem
-from neggrad.testbed.tokenizer import ALPHABET, build_tokenizer, load_tokenizer
+from neggrad.models.testbed.model import build_model
+from neggrad.models.testbed.tokenizer import ALPHABET, build_tokenizer, load_tokenizer
+from neggrad.tasks.testbed import train_problem
 
 
 def test_one_token_per_character():

@@ -40,7 +40,7 @@ from neggrad.core.shaping import REWARD_MAX
 from neggrad.feedback.judge import Judge, JudgeRequest
 from neggrad.feedback.repair import safe_judge
 from neggrad.feedback.steps import split_response
-from neggrad.rewards.arithmetic import score
+from neggrad.tasks.verifiers.arithmetic import score
 
 CHUNK = 64
 """Lines judged (and written) together."""

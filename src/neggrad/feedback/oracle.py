@@ -9,17 +9,17 @@ from __future__ import annotations
 
 import random
 
-from neggrad.data import word_problems
 from neggrad.feedback.judge import JudgeRequest, Verdict, failure, first_wrong, none_wrong
-from neggrad.testbed.task import parse_prompt, solve
+from neggrad.tasks import word_problems
+from neggrad.tasks.testbed import parse_prompt, solve
 
 
 def exact_verdict(request: JudgeRequest) -> Verdict:
     """The first written step that differs from the reference chain the prompt defines.
 
     The reference steps are the prompt's equations, each from the previous result, then ``A: n``
-    (``neggrad.testbed.task.solve``); a step is right iff it equals its reference step as a string,
-    as in ``neggrad.rewards.arithmetic.first_wrong_step``. A step past the reference's last one is
+    (``neggrad.tasks.testbed.solve``); a step is right iff it equals its reference step as a string,
+    as in ``neggrad.tasks.verifiers.arithmetic.first_wrong_step``. A step past the reference's last one is
     wrong. If every written step is right but steps are missing, no written step is wrong: the verdict
     is "none wrong" (the answer fails at its end, k = n). A prompt outside the testbed's format is a failure.
     """
@@ -40,7 +40,7 @@ def word_problem_verdict(request: JudgeRequest) -> Verdict:
     """The first written step of a word-problem answer that states something false.
 
     The gold answer is the integer boxed in the reference solution. A step is wrong when one of its equations
-    ``a op b = c`` is false or it boxes another answer (:func:`neggrad.data.word_problems.step_is_wrong`); prose
+    ``a op b = c`` is false or it boxes another answer (:func:`neggrad.tasks.word_problems.step_is_wrong`); prose
     without equations is never wrong by itself. If no step is wrong the verdict is "none wrong" (an answer that
     never boxes the right number then fails at its end, k = n). A reference without a boxed integer (neither a
     testbed prompt nor a word problem) is a failure.

@@ -6,7 +6,7 @@
 - ``regex:<pattern>``: cut at every match of ``<pattern>`` (as ``re.split``), pieces stripped and
   empty ones dropped; ``regex:\\n\\s*\\n`` gives one step per paragraph.
 - ``testbed``: the arithmetic testbed's rule, one step per equation plus the final ``A: n``
-  (``neggrad.testbed.task.split_steps``): ``"37+45=82, 82-18=64. A: 64"`` -> 3 steps.
+  (``neggrad.tasks.testbed.split_steps``): ``"37+45=82, 82-18=64. A: 64"`` -> 3 steps.
 
 A response with no step cannot be judged: the judge reports a failure for it.
 """
@@ -18,7 +18,7 @@ import re
 import torch
 from torch import Tensor
 
-from neggrad.testbed.task import split_steps as testbed_steps
+from neggrad.tasks.testbed import split_steps as testbed_steps
 
 RULES = ("lines", "regex:<pattern>", "testbed")
 """The documented rules, for error messages."""

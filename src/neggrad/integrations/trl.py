@@ -19,7 +19,7 @@ function, never a copy:
   (``nthr_group`` / ``scale_token_advantages``, docs/algorithms.md §7) makes them (B, T) token advantages, and stores
   the step's loss denominators (docs/algorithms.md §4).
 - ``_get_per_token_logps_and_entropies`` (TRL's old-policy and reference passes) and ``_compute_loss`` run
-  the model through ``neggrad.policy.completion_forward``, the same forward as neggrad's own trainer:
+  the model through ``neggrad.models.policy.completion_forward``, the same forward as neggrad's own trainer:
   position ids that count real tokens, as ``generate`` does, so left-padded prompts get ratio 1 on the first
   pass. The loss is ``clipped_surrogate`` (or ``logp_policy_loss``) + ``beta * kl_penalty`` -
   ``entropy_coef * token_entropy``, reduced by ``aggregate_loss``.
@@ -47,6 +47,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor
 
 from neggrad.config import NTHR_ESTIMATORS, FeedbackConfig, NGRPOConfig, NTHRConfig, WReinforceConfig
+from neggrad.config.presets import PRESETS
 from neggrad.core.advantages import group_advantages, trained_rows
 from neggrad.core.logprobs import token_logprobs
 from neggrad.core.losses import (
@@ -61,9 +62,8 @@ from neggrad.core.nthr import nthr_group, scale_token_advantages
 from neggrad.core.shaping import REWARD_MAX
 from neggrad.feedback.judge import Judge
 from neggrad.feedback.repair import FeedbackStats, repair_all_wrong
-from neggrad.methods import PRESETS
-from neggrad.policy import completion_forward
-from neggrad.rollout.hf import Rollout
+from neggrad.models.policy import completion_forward
+from neggrad.rollout.base import Rollout
 
 try:
     import trl

@@ -2,59 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import Tensor
 
-
-@dataclass
-class Rollout:
-    """Completions of a batch of prompts, each prompt's group contiguous.
-
-    Shapes: ``B`` completions, ``Tp`` prompt tokens (left padded), ``T`` completion tokens.
-    """
-
-    prompt_ids: Tensor  # (B, Tp) left padded
-    prompt_mask: Tensor  # (B, Tp) 1 for real prompt tokens
-    completion_ids: Tensor  # (B, T) pad after the first EOS
-    completion_mask: Tensor  # (B, T) 1 up to and including the first EOS
-    truncated: Tensor  # (B,) bool: no EOS within max_completion_length
-    texts: list[str]  # (B,) decoded completions without EOS and padding
-    offpolicy: Tensor | None = None  # (B, T) bool: hint tokens written into the completion, not sampled
-
-    @property
-    def lengths(self) -> Tensor:
-        """(B,) completion tokens, EOS included."""
-        return self.completion_mask.sum(dim=1)
-
-    def to(self, device: torch.device | str) -> Rollout:
-        """The same completions with every tensor on ``device`` (a no-op copy-free view where they already are).
-
-        Convention: a batch lives on the CPU (indexing, concatenating refill rounds, per-row bookkeeping);
-        a micro-batch moves to the model's device just before a forward pass."""
-        return Rollout(
-            self.prompt_ids.to(device),
-            self.prompt_mask.to(device),
-            self.completion_ids.to(device),
-            self.completion_mask.to(device),
-            self.truncated.to(device),
-            self.texts,
-            None if self.offpolicy is None else self.offpolicy.to(device),
-        )
-
-    def select(self, rows: Tensor) -> Rollout:
-        """The completions at ``rows`` (a (B,) bool mask or index tensor)."""
-        index = rows.nonzero().squeeze(1) if rows.dtype == torch.bool else rows
-        return Rollout(
-            self.prompt_ids[index],
-            self.prompt_mask[index],
-            self.completion_ids[index],
-            self.completion_mask[index],
-            self.truncated[index],
-            [self.texts[i] for i in index.tolist()],
-            None if self.offpolicy is None else self.offpolicy[index],
-        )
+from neggrad.rollout.base import Rollout, concat  # noqa: F401 (concat: re-exported)
 
 
 def completion_mask_from_ids(completion_ids: Tensor, eos_token_id: int) -> tuple[Tensor, Tensor]:
@@ -74,45 +25,11 @@ def completion_mask_from_ids(completion_ids: Tensor, eos_token_id: int) -> tuple
     return (positions[None, :] <= first_eos[:, None]).long(), truncated
 
 
-def concat(parts: list[Rollout], pad_token_id: int) -> Rollout:
-    """Join rollouts of different padded widths into one (prompts re-padded on the left)."""
-    if len(parts) == 1:
-        return parts[0]
-    tp = max(p.prompt_ids.shape[1] for p in parts)
-    t = max(p.completion_ids.shape[1] for p in parts)
-
-    def left(x: Tensor, width: int, value: int) -> Tensor:
-        return torch.nn.functional.pad(x, (width - x.shape[1], 0), value=value)
-
-    def right(x: Tensor, width: int, value: int) -> Tensor:
-        return torch.nn.functional.pad(x, (0, width - x.shape[1]), value=value)
-
-    return Rollout(
-        torch.cat([left(p.prompt_ids, tp, pad_token_id) for p in parts]),
-        torch.cat([left(p.prompt_mask, tp, 0) for p in parts]),
-        torch.cat([right(p.completion_ids, t, pad_token_id) for p in parts]),
-        torch.cat([right(p.completion_mask, t, 0) for p in parts]),
-        torch.cat([p.truncated for p in parts]),
-        [text for p in parts for text in p.texts],
-        _concat_offpolicy(parts, t),
-    )
-
-
-def _concat_offpolicy(parts: list[Rollout], width: int) -> Tensor | None:
-    """The parts' off-policy masks side by side (all False for parts without one), or None if no part has one."""
-    if all(p.offpolicy is None for p in parts):
-        return None
-    masks = [
-        torch.zeros(p.completion_ids.shape, dtype=torch.bool, device=p.completion_ids.device)
-        if p.offpolicy is None
-        else p.offpolicy
-        for p in parts
-    ]
-    return torch.cat([torch.nn.functional.pad(m, (0, width - m.shape[1]), value=False) for m in masks])
-
-
 class HFRollout:
-    """Sample completions with ``model.generate`` (the default backend; vLLM plugs in beside it)."""
+    """Sample completions with ``model.generate`` (the default backend; vLLM plugs in beside it). An ``Engine``
+    (rollout/base.py)."""
+
+    separate_weights = False  # samples from the training model itself
 
     def __init__(
         self,
@@ -132,6 +49,9 @@ class HFRollout:
         self.temperature = temperature
         self.top_p = top_p
         self.top_k = top_k  # 0: off
+
+    def sync_weights(self, model) -> None:
+        """Nothing to copy: generation reads the training model's own weights."""
 
     @classmethod
     def from_config(cls, model, tokenizer, config) -> HFRollout:

@@ -37,7 +37,7 @@ from contextlib import contextmanager
 import torch
 
 from neggrad.config import Config, ConfigError, VLLMConfig
-from neggrad.rollout.hf import Rollout
+from neggrad.rollout.base import Rollout
 
 logger = logging.getLogger(__name__)
 
@@ -322,7 +322,7 @@ class VLLMRollout:
         else:
             import_vllm()
             dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
-            from neggrad.paths import resolve_package_path  # noqa: PLC0415
+            from neggrad.config.paths import resolve_package_path  # noqa: PLC0415
 
             engine = _Colocated(
                 resolve_package_path(config.model.name_or_path, key="model.name_or_path"),
@@ -341,6 +341,12 @@ class VLLMRollout:
             sleep=vcfg.sleep and vcfg.mode == "colocate",
             seeded=vcfg.mode == "colocate",
         )
+
+    separate_weights = True  # the engine holds its own copy: the loop syncs it after every update
+
+    def generate_with_prefix(self, prompt: str, prefix: str, *, num_generations: int) -> Rollout:
+        """Not offered: hinted re-generation needs the HF engines (``zero_variance.all_wrong: hint`` refuses vLLM)."""
+        raise NotImplementedError("hinted re-generation (zero_variance.all_wrong: hint) needs rollout.backend hf")
 
     def sync_weights(self, model) -> None:
         """Copy the updated policy into the engine (asleep: done when it wakes for the next generation)."""

@@ -1,7 +1,7 @@
 """The strategy protocol: what a rule for wrong answers (or any group / token rule) may change in a step.
 
-A step is plain GRPO: ``collect_batch`` (sampling.py) generates rounds of P groups of G answers, scores
-them, keeps groups, shapes rewards and computes sequence advantages; ``policy_update`` (update.py) runs
+A step is plain GRPO: ``collect_batch`` (trainer/batch.py) generates rounds of P groups of G answers, scores
+them, keeps groups, shapes rewards and computes sequence advantages; ``policy_update`` (trainer/update.py) runs
 the clipped surrogate over token advantages = the sequence advantage on every token. A strategy is an
 object whose hooks the loop calls at the few places where published methods differ from that:
 
@@ -51,8 +51,8 @@ from torch import Tensor
 
 if TYPE_CHECKING:
     from neggrad.config import Config
-    from neggrad.distributed import Dist
-    from neggrad.rollout.hf import Rollout
+    from neggrad.rollout.base import Rollout
+    from neggrad.trainer.distributed import Dist
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """Hints for groups nobody solves, ``zero_variance.all_wrong: hint``: G - 1 answers of an all-wrong group
 are re-generated with the reference solution's first k steps written at the start of the response, k
-rising until one answer is right (neggrad.hinting). The hint tokens are trained with LUFFY's shaped loss
+rising until one answer is right (neggrad.strategies.hint_ladder). The hint tokens are trained with LUFFY's shaped loss
 -A * pi / (pi + gamma) (Yan et al. 2025, arXiv:2504.14945 Eq. 6), never with a PPO ratio."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import torch
 from torch import Tensor
 
 from neggrad.core.hints import shaped_offpolicy_loss
-from neggrad.hinting import HintStats, hint_all_wrong
 from neggrad.strategies.base import Forward, Round, Strategy, Update
+from neggrad.strategies.hint_ladder import HintStats, hint_all_wrong
 
 KEYS = ("hint/groups", "hint/solved", "hint/unsolved", "hint/unhintable", "hint/extra_generations")
 

@@ -18,7 +18,7 @@ from torch import Tensor
 
 from neggrad.config import NTHR_ESTIMATORS
 from neggrad.core.nthr import nthr_batch, nthr_group, scale_token_advantages
-from neggrad.policy import linear_head
+from neggrad.models.policy import linear_head
 from neggrad.strategies.base import Forward, Strategy, Update
 
 

@@ -1,1 +1,0 @@
-"""Diagnostics that watch what an update does: Lazy Likelihood Displacement (lld.py), token inspection."""

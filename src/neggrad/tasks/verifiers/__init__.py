@@ -1,0 +1,1 @@
+"""Verifiers: exact arithmetic, ``\\boxed{}``/final-answer math equivalence, user functions, a worker pool."""
