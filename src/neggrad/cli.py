@@ -533,13 +533,7 @@ def cmd_judge(args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="neggrad", description="RL with verifiable rewards: learn from wrong answers."
-    )
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def _add_train(sub) -> None:
     p = sub.add_parser("train", help="train a policy from a YAML config (or resume a run)")
     p.add_argument("--config", help="YAML config file, or a bundled name such as testbed/demo")
     p.add_argument("--run-dir", help="where the run is written (default runs/METHOD-TIME)")
@@ -563,6 +557,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. learning_rate=1e-5")
     p.set_defaults(func=cmd_train)
 
+
+def _add_demo(sub) -> None:
     p = sub.add_parser("demo", help="GRPO on the built-in arithmetic testbed (SFT warm start cached)")
     p.add_argument("--run-dir", help="where the run is written")
     p.add_argument(
@@ -573,6 +569,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. max_steps=20")
     p.set_defaults(func=cmd_demo)
 
+
+def _add_eval(sub) -> None:
     p = sub.add_parser("eval", help="greedy pass@1 (and avg@k, pass@k) on the held-out set")
     p.add_argument(
         "run_dir",
@@ -593,14 +591,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. rollout.backend=vllm")
     p.set_defaults(func=cmd_eval)
 
+
+def _add_methods(sub) -> None:
     p = sub.add_parser("methods", help="list the method presets")
     p.set_defaults(func=cmd_methods)
 
+
+def _add_config(sub) -> None:
     p = sub.add_parser("config", help="print the resolved config (defaults + file + overrides)")
     p.add_argument("--config", help="YAML config file")
     p.add_argument("overrides", nargs="*", help="key.sub=value overrides")
     p.set_defaults(func=cmd_config)
 
+
+def _add_compare(sub) -> None:
     p = sub.add_parser("compare", help="run several methods on the same seeds and budget, then report")
     p.add_argument("--methods", default="grpo,ngrpo,dapo", help="comma-separated presets (default grpo,ngrpo,dapo)")
     p.add_argument("--seeds", type=int, help="seeds 0..N-1 for every method (default 3, or the study's)")
@@ -618,18 +622,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="key.sub=value overrides for every run, e.g. max_steps=20")
     p.set_defaults(func=cmd_compare)
 
+
+def _add_report(sub) -> None:
     p = sub.add_parser("report", help="table and plots comparing finished runs, grouped by method")
     p.add_argument("run_dirs", nargs="+", help="run directories, or a `neggrad compare` --out folder")
     p.add_argument("--out", help="report folder (default: the compare folder given, else runs/report-TIME)")
     p.add_argument("--target", type=float, help="accuracy for 'steps to target' (default best start + 0.1)")
     p.set_defaults(func=cmd_report)
 
+
+def _add_inspect(sub) -> None:
     p = sub.add_parser("inspect", help="HTML page of one step's groups with the tokens NTHR protected")
     p.add_argument("run_dir", help="a run directory trained with NTHR")
     p.add_argument("--step", type=int, help="training step (default: the latest with token samples)")
     p.add_argument("--out", help="output HTML file (default RUN_DIR/inspect/step-N.html)")
     p.set_defaults(func=cmd_inspect)
 
+
+def _add_lld_probe(sub) -> None:
     p = sub.add_parser("lld-probe", help="the LLD paper's probe: one update per mixed group, per variant")
     p.add_argument("--config", required=True, help="YAML config whose starting policy is probed")
     p.add_argument("--prompts", type=int, default=64, help="mixed groups to probe (default 64)")
@@ -648,6 +658,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="key.sub=value overrides")
     p.set_defaults(func=cmd_lld_probe)
 
+
+def _add_judge(sub) -> None:
     p = sub.add_parser("judge", help="partial rewards for a saved rollout file (JSONL) from a step-wise judge")
     p.add_argument("--judge", choices=("oracle", "local", "http"), help="judge (default: the config's feedback.judge)")
     p.add_argument(
@@ -657,6 +669,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="YAML config whose feedback section sets the judge (default: built-in defaults)")
     p.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. feedback.noise.flip=0.1")
     p.set_defaults(func=cmd_judge)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="neggrad", description="RL with verifiable rewards: learn from wrong answers."
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (
+        _add_train,
+        _add_demo,
+        _add_eval,
+        _add_methods,
+        _add_config,
+        _add_compare,
+        _add_report,
+        _add_inspect,
+        _add_lld_probe,
+        _add_judge,
+    ):
+        add(sub)
     return parser
 
 
