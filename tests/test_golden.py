@@ -22,6 +22,7 @@ import hashlib
 import json
 import math
 import os
+import platform
 from pathlib import Path
 
 import pytest
@@ -50,8 +51,21 @@ CASES: dict[str, list[str]] = {
 
 
 def fingerprint() -> dict:
-    """What bitwise equality depends on: the torch build and the CPU kernel family."""
-    return {"torch": torch.__version__, "cpu": torch.backends.cpu.get_cpu_capability()}
+    """What bitwise equality depends on: the torch build, the CPU kernel family and the CPU itself (model and
+    instruction-set flags: two AVX512 machines of different generations were seen to differ in the 7th digit)."""
+    cpu = platform.processor()
+    try:
+        info = Path("/proc/cpuinfo").read_text().splitlines()
+        cpu = " ".join(
+            sorted({line.split(":", 1)[1].strip() for line in info if line.startswith(("model name", "flags"))})
+        )
+    except OSError:
+        pass
+    return {
+        "torch": torch.__version__,
+        "cpu": torch.backends.cpu.get_cpu_capability(),
+        "cpu_id": hashlib.sha256(cpu.encode()).hexdigest()[:16],
+    }
 
 
 def weights_hash(state: dict[str, torch.Tensor]) -> str:
