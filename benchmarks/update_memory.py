@@ -22,7 +22,7 @@ import subprocess
 import sys
 
 
-def _rss_kib(field: str) -> int:
+def rss_kib(field: str) -> int:
     for line in open("/proc/self/status"):
         if line.startswith(field + ":"):
             return int(line.split()[1])
@@ -72,11 +72,11 @@ def _arm(args) -> dict:
     opt = torch.optim.AdamW(model.parameters(), lr=1e-6)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
     policy_update(cfg, model, opt, sched, batch)  # warm-up: gradients and AdamW state now exist (the static part)
-    before = _rss_kib("VmRSS")
+    before = rss_kib("VmRSS")
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # reset VmHWM to the current resident size
     policy_update(cfg, model, opt, sched, batch)
-    peak = _rss_kib("VmHWM")
+    peak = rss_kib("VmHWM")
     logits = B * T * V * 4 / 1024
     params = sum(p.numel() for p in model.parameters()) * 4 / 1024
     return {

@@ -121,7 +121,7 @@ def test_config_files_stay_small():
 
 @pytest.mark.parametrize("package", ["trainer", "strategies"])
 def test_no_function_in_the_loop_is_long(package):
-    """The loop reads in one sitting: no function of the trainer or of a strategy over 80 lines (docstring included)."""
+    """The loop reads in one sitting: no function of the trainer or of a strategy over 80 lines (docstring in)."""
     long = []
     for path in (PACKAGE / package).glob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from neggrad.core.advantages import group_advantages
-from neggrad.core.nthr import eta_from_rule, influence_scores, nthr_group, scale_token_advantages
+from neggrad.core.logprobs import token_logprobs
+from neggrad.core.nthr import eta_from_rule, group_lse, influence_scores, nthr_group, scale_token_advantages
 
 # The worked example: pi_old next-token distributions q and hidden states h per prefix state.
 Q = {
@@ -203,6 +204,29 @@ def test_vectorised_equals_double_loop(vocab, seed):
     sliced = torch.cat([torch.zeros(G, 1, V), logits], dim=1)[:, 1:]  # a non-contiguous slice, as in training
     r4 = nthr_group(sliced, hidden, ids, mask, correct, vocab=vocab, beta=0.5)
     assert torch.allclose(r4.scores, r.scores, atol=1e-6)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_the_forwards_log_normaliser_is_the_one_nthr_computes(temperature):
+    """Issue 17: the trainer hands NTHR the logsumexp its log-probs already took (``token_logprobs(...,
+    return_lse=True)``) instead of a second full-vocabulary pass per group; it is the same tensor, bit for bit,
+    so the scores are too."""
+    gen = torch.Generator().manual_seed(5)
+    B, T, V = 8, 6, 50
+    logits = (torch.randn(B, T + 1, V, generator=gen) * 3)[:, :T]  # a slice of the model's output, as in training
+    hidden = torch.randn(B, T, 4, generator=gen)
+    ids = torch.randint(0, V, (B, T), generator=gen)
+    mask = torch.ones(B, T, dtype=torch.bool)
+    correct = torch.tensor([True, False, False, True])
+    logp, lse = token_logprobs(logits, ids, temperature=temperature, return_lse=True)
+    assert torch.equal(logp, token_logprobs(logits, ids, temperature=temperature))
+    assert torch.equal(lse, group_lse(logits, temperature))
+    assert torch.equal(lse, torch.logsumexp(logits / temperature, dim=-1))
+    for rows in (slice(0, 4), slice(4, 8)):
+        given = nthr_group(logits[rows], hidden[rows], ids[rows], mask[rows], correct, lse=lse[rows],
+                           temperature=temperature)  # fmt: skip
+        own = nthr_group(logits[rows], hidden[rows], ids[rows], mask[rows], correct, temperature=temperature)
+        assert torch.equal(given.scores, own.scores) and torch.equal(given.selected, own.selected)
 
 
 def test_response_vocab_equals_full_when_the_group_uses_every_token():

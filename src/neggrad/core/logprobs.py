@@ -6,7 +6,9 @@ import torch
 from torch import Tensor
 
 
-def token_logprobs(logits: Tensor, token_ids: Tensor, *, temperature: float = 1.0) -> Tensor:
+def token_logprobs(
+    logits: Tensor, token_ids: Tensor, *, temperature: float = 1.0, return_lse: bool = False
+) -> Tensor | tuple[Tensor, Tensor]:
     """Log-probability of each given token under ``softmax(logits / temperature)``.
 
     The rollout temperature is applied (docs/algorithms.md §1.1), as TRL and verl do, so that the
@@ -16,13 +18,17 @@ def token_logprobs(logits: Tensor, token_ids: Tensor, *, temperature: float = 1.
         logits: (B, T, V) logits at the positions that predict ``token_ids``.
         token_ids: (B, T) the tokens taken.
         temperature: sampling temperature.
+        return_lse: also return the log-normaliser, which NTHR's scores need (neggrad.core.nthr): a full-vocabulary
+            pass over the logits that would otherwise be made a second time.
 
     Returns:
-        (B, T) log-probabilities (float32).
+        (B, T) log-probabilities (float32); with ``return_lse`` also the (B, T) detached float32
+        ``logsumexp(logits / temperature)`` over V.
     """
     scaled = logits.float() / temperature  # (B, T, V)
     picked = scaled.gather(-1, token_ids.unsqueeze(-1)).squeeze(-1)  # (B, T)
-    return picked - torch.logsumexp(scaled, dim=-1)
+    lse = torch.logsumexp(scaled, dim=-1)  # (B, T)
+    return (picked - lse, lse.detach()) if return_lse else picked - lse
 
 
 class _ChunkedHead(torch.autograd.Function):

@@ -121,6 +121,7 @@ class Forward:
     old: Tensor  # (b, T) old-policy log-probs
     mask: Tensor  # (b, T) float, on the device
     entropy: Tensor | None = None  # (b, T) token entropy (training forward only)
+    lse: Tensor | None = None  # (b, T) detached logsumexp of logits / temperature over V (None with logprob_chunk)
 
 
 class Strategy:

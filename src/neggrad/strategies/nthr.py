@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from neggrad.config import NTHR_ESTIMATORS
-from neggrad.core.nthr import nthr_batch, nthr_group, scale_token_advantages
+from neggrad.core.nthr import group_lse, nthr_batch, nthr_group, scale_token_advantages
 from neggrad.models.policy import linear_head
 from neggrad.strategies.base import Forward, Strategy, Update
 
@@ -93,11 +93,12 @@ class NTHR(Strategy):
         :meth:`old_policy_done` scores the whole batch once every micro-batch has been seen."""
         ids = fwd.rollout.completion_ids.to(fwd.logits.device)
         if self.batch_scope:
-            self._collect(upd, fwd.idx, fwd.logits, fwd.hidden, ids)
+            self._collect(upd, fwd, ids)
             return
         t0 = time.perf_counter()
         G, opt = self.config.num_generations, self.config.nthr
         idx, logits, hidden, mask, correct = fwd.idx, fwd.logits, fwd.hidden, upd.mask, upd.correct
+        lse = fwd.lse  # (b, T): the forward's log-normalisers, not a second full-vocabulary pass per group
         for g0 in range(0, len(idx), G):
             rows = idx[g0 : g0 + G]
             local = slice(g0, g0 + G)
@@ -111,6 +112,7 @@ class NTHR(Strategy):
                 correct[rows],
                 beta=self._beta(),
                 anchor_include_self=opt.anchor_include_self,
+                lse=None if lse is None else lse[local],
                 **self._options(),
             )
             if result is None:
@@ -148,12 +150,13 @@ class NTHR(Strategy):
         upd.token_adv[rows] = scale_token_advantages(upd.token_adv[rows], selected, result.eta)
         return selected
 
-    def _collect(self, upd: Update, idx: Tensor, logits: Tensor, hidden: Tensor, ids: Tensor) -> None:
+    def _collect(self, upd: Update, fwd: Forward, ids: Tensor) -> None:
         t0 = time.perf_counter()
+        idx, logits = fwd.idx, fwd.logits.detach()
         real = upd.mask[idx].bool().to(logits.device)  # (b, T)
-        lse = torch.logsumexp(logits.detach()[real].float() / self.config.temperature, dim=-1)  # (n,)
+        lse = fwd.lse if fwd.lse is not None else group_lse(logits, self.config.temperature)  # (b, T)
         rows = idx.to(real.device)[:, None].expand_as(real)[real]
-        self._parts.append((hidden.detach()[real].float(), ids[real], lse, rows))
+        self._parts.append((fwd.hidden.detach()[real].float(), ids[real], lse[real], rows))
         self.seconds += time.perf_counter() - t0
 
     @torch.no_grad()

@@ -103,9 +103,11 @@ def _pass_logp(model, rollout: Rollout, rows: list[Tensor], config: Config) -> T
 
 
 def _score(forward, model, mb: Rollout, config: Config, *, hidden: bool, entropy: bool):
-    """``(logits, hidden, logp, entropy)`` of a micro-batch: (b, T, V) or None, (b, T, H) or None, (b, T), (b, T)
-    or None. With ``logprob_chunk`` the logits are never formed (None): log-probs and entropies come from the
-    LM-head inputs a chunk of positions at a time (neggrad.core.logprobs.chunked_logprobs)."""
+    """``(logits, hidden, logp, entropy, lse)`` of a micro-batch: (b, T, V) or None, (b, T, H) or None, (b, T), (b, T)
+    or None, (b, T) or None. ``lse`` is the detached log-normaliser of the log-probs, which NTHR reuses instead of
+    a second full-vocabulary pass. With ``logprob_chunk`` the logits are never formed (None, and no ``lse``):
+    log-probs and entropies come from the LM-head inputs a chunk of positions at a time
+    (neggrad.core.logprobs.chunked_logprobs)."""
     if config.logprob_chunk:
         h = completion_hidden(forward, mb)  # (b, T, H)
         weight, bias = linear_head(model, "logprob_chunk")
@@ -113,14 +115,14 @@ def _score(forward, model, mb: Rollout, config: Config, *, hidden: bool, entropy
         logp, ent = chunked_logprobs(h, weight, bias, ids, temperature=config.temperature, chunk=config.logprob_chunk)
         if config.entropy_coef == 0:
             ent = ent.detach()
-        return None, h if hidden else None, logp, ent if entropy else None
+        return None, h if hidden else None, logp, ent if entropy else None, None
     logits, h = completion_forward(forward, mb, return_hidden=hidden)  # (b, T, V), (b, T, H)
-    logp = token_logprobs(logits, mb.completion_ids, temperature=config.temperature)  # (b, T)
+    logp, lse = token_logprobs(logits, mb.completion_ids, temperature=config.temperature, return_lse=True)  # (b, T)
     ent = None
     if entropy:
         with torch.set_grad_enabled(config.entropy_coef > 0 and torch.is_grad_enabled()):
             ent = token_entropy(logits / config.temperature)  # (b, T)
-    return logits, h, logp, ent
+    return logits, h, logp, ent, lse
 
 
 @torch.no_grad()
@@ -135,9 +137,9 @@ def _old_policy_pass(upd: Update, rollout: Rollout, strategies: list[Strategy]) 
     device = next(model.parameters()).device
     for idx in chunks:
         mb = rollout.select(idx).to(device)
-        logits, h, logp, _ = _score(model, model, mb, config, hidden=hidden, entropy=False)
+        logits, h, logp, _, lse = _score(model, model, mb, config, hidden=hidden, entropy=False)
         out[idx] = logp.cpu()
-        fwd = Forward(idx, mb, logits, h, logp, logp, upd.mask[idx].to(device))
+        fwd = Forward(idx, mb, logits, h, logp, logp, upd.mask[idx].to(device), lse=lse)
         for s in strategies:
             s.old_policy(upd, fwd)
     for s in strategies:
@@ -309,13 +311,13 @@ class _Step:
         config, old_logp = self.config, self.old_logp
         mb = self.rollout.select(idx).to(device)
         hidden = any(s.hidden_states for s in self.strategies) and old_logp is None
-        logits, h, logp, entropy = _score(forward, self.upd.model, mb, config, hidden=hidden, entropy=True)
+        logits, h, logp, entropy, lse = _score(forward, self.upd.model, mb, config, hidden=hidden, entropy=True)
         if old_logp is not None:
             old = old_logp[idx].to(device)
         else:
             old = logp.detach()
             self.before[idx] = old.float().cpu()
-        fwd = Forward(idx, mb, logits, h, logp, old, self.upd.mask[idx].to(device), entropy)
+        fwd = Forward(idx, mb, logits, h, logp, old, self.upd.mask[idx].to(device), entropy, lse)
         if old_logp is None:
             for s in self.strategies:
                 s.old_policy(self.upd, fwd)
