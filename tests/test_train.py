@@ -94,7 +94,8 @@ def test_non_finite_losses_skip_updates_then_stop_the_run(tmp_path, monkeypatch)
     real = neggrad.trainer.update.token_logprobs
 
     def poisoned(*args, **kwargs):
-        return real(*args, **kwargs) * float("nan")
+        out = real(*args, **kwargs)  # (log-probs, logsumexp) where the caller asks for NTHR's logsumexp too
+        return (out[0] * float("nan"), *out[1:]) if isinstance(out, tuple) else out * float("nan")
 
     cfg = tiny("max_steps=6", "save_steps=1", "nonfinite.max_consecutive=2")
     trainer = Trainer(cfg, tmp_path)
