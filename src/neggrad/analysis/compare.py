@@ -335,11 +335,7 @@ def run_parallel(
         previous = {sig: signal.signal(sig, lambda signum, frame: signals.append(signum)) for sig in STOP_SIGNALS}
     try:
         with tempfile.TemporaryDirectory(prefix="neggrad-compare-") as tmp:
-            for index, (run, status) in enumerate(zip(runs, statuses, strict=True)):
-                if status == "completed":
-                    if on_run is not None:
-                        on_run(index, run, status)
-                    outcomes[index] = RunOutcome("completed", json.loads((run.run_dir / "summary.json").read_text()))
+            _keep_completed(runs, statuses, outcomes, on_run)
             queue = [index for index, status in enumerate(statuses) if status != "completed"]
             while running or (queue and not stopping):
                 stopping = stopping or bool(signals)
@@ -354,14 +350,7 @@ def run_parallel(
                         on_run(index, run, status)
                     running[index] = _start(index, run, status, Path(tmp), command, child_env, on_line)
                     running[index].builds = key
-                for index, job in list(running.items()):
-                    if not _pass_signals_and_poll(job, signals):
-                        continue
-                    del running[index]
-                    outcomes[index] = outcome = _finish(runs[index], job, interrupted=bool(signals))
-                    stopping = stopping or outcome.status == "interrupted"
-                    if on_done is not None:
-                        on_done(index, runs[index], outcome)
+                stopping = _collect_finished(running, runs, signals, outcomes, on_done) or stopping
                 time.sleep(0.1)
     finally:
         for sig, handler in previous.items():
@@ -370,6 +359,30 @@ def run_parallel(
             job.process.terminate()
             job.process.wait()
     return outcomes
+
+
+def _keep_completed(runs, statuses, outcomes: list, on_run) -> None:
+    """Outcomes of the runs completed before this comparison started, from their summary.json."""
+    for index, (run, status) in enumerate(zip(runs, statuses, strict=True)):
+        if status == "completed":
+            if on_run is not None:
+                on_run(index, run, status)
+            outcomes[index] = RunOutcome("completed", json.loads((run.run_dir / "summary.json").read_text()))
+
+
+def _collect_finished(running: dict, runs, signals: list, outcomes: list, on_done) -> bool:
+    """Pass pending signals on, record the jobs that ended (removed from ``running``); True if one ended
+    interrupted (then no further run starts)."""
+    interrupted = False
+    for index, job in list(running.items()):
+        if not _pass_signals_and_poll(job, signals):
+            continue
+        del running[index]
+        outcomes[index] = outcome = _finish(runs[index], job, interrupted=bool(signals))
+        interrupted = interrupted or outcome.status == "interrupted"
+        if on_done is not None:
+            on_done(index, runs[index], outcome)
+    return interrupted
 
 
 def _next_ready(queue: list[int], runs, statuses, running: dict, builds) -> tuple[int, str | None] | None:

@@ -273,6 +273,15 @@ def _model_plan(config: Config, plan: Plan) -> tuple[Shape | None, Architecture 
                 arch = _folder_architecture(cached.parent, trust_remote_code=mc.trust_remote_code)
             else:
                 m["kind"] = "hub id (not in the local cache: downloaded when training starts)"
+    _describe_model(config, m, shape, arch, exact)
+    return shape, arch
+
+
+def _describe_model(
+    config: Config, m: dict, shape: Shape | None, arch: Architecture | None, exact: int | None
+) -> None:
+    """The plan's model lines past where the weights come from: dtype, device, LoRA, rollout, parameters, shape."""
+    mc = config.model
     if mc.gguf_file:
         m["gguf_file"] = f"{mc.gguf_file} (dequantised on load)"
     dtype = mc.dtype
@@ -313,7 +322,6 @@ def _model_plan(config: Config, plan: Plan) -> tuple[Shape | None, Architecture 
             f"MLP {shape.intermediate_size}, heads {shape.num_attention_heads}/{shape.num_key_value_heads} (q/kv)"
         )
     m["_dtype"] = dtype
-    return shape, arch
 
 
 # ---------------------------------------------------------------------------------------------- data
