@@ -94,6 +94,36 @@ def test_repair_all_wrong_on_one_round():
     assert set(metrics) <= set(METRICS)
 
 
+def test_answers_cut_at_the_length_limit_lose_their_credit_only_when_asked():
+    """feedback.credit_truncated: false gives a cut answer the wrong-answer reward (0; -1 under pm1), the rest of
+    its group keeps the judge's partial credit; the default keeps SGPO's credit for every answer."""
+    prompts = [build_task(_config().task).train_example(i).prompt for i in range(4)]
+    texts = [t for i, p in enumerate(prompts) for t in _group(p, i)]
+    correct = torch.tensor([[True, False, False, False], [False] * 4, [False] * 4, [True] * 4])
+    truncated = torch.zeros(16, dtype=torch.bool)
+    truncated[[6, 7, 9]] = True  # group 1's answers 2 and 3 (f = 2/3), group 2's answer 1 (f = 1/3)
+    by_setting = {}
+    for credit in (True, False):
+        for scheme in ("binary", "pm1"):
+            cfg = _config(f"feedback.credit_truncated={str(credit).lower()}")
+            repair = repair_all_wrong(
+                OracleJudge(), correct, prompts, prompts, texts,
+                cfg=cfg.feedback, reward_scheme=scheme, stats=FeedbackStats(), truncated=truncated,
+            )  # fmt: skip
+            by_setting[credit, scheme] = repair.rewards
+    credit = torch.tensor([[_r(0.0), _r(1 / 3), _r(2 / 3), _r(2 / 3)], [_r(1 / 3)] * 4], dtype=torch.float32)
+    torch.testing.assert_close(by_setting[True, "binary"][1:3], credit)
+    cut = credit.clone()
+    cut[0, 2:] = 0.0
+    cut[1, 1] = 0.0
+    torch.testing.assert_close(by_setting[False, "binary"][1:3], cut)
+    pm1 = 2 * credit - 1
+    pm1[0, 2:] = -1.0
+    pm1[1, 1] = -1.0
+    torch.testing.assert_close(by_setting[False, "pm1"][1:3], pm1)
+    assert by_setting[False, "binary"][[0, 3]].eq(0).all()  # groups that were not repaired stay untouched
+
+
 def test_grpo_batch_mixed_untouched_all_wrong_gets_variance():
     cfg = _config()
     batch, cursor = collect_batch(cfg, ScriptedEngine(), build_task(cfg.task), 0, judge=OracleJudge())

@@ -106,6 +106,11 @@ class FeedbackConfig(_Section):
     """Step fraction that earns half of scale."""
     scale: float = Field(0.5, gt=0, le=1)
     """Largest partial reward; below 1 so a wrong answer stays below a correct one."""
+    credit_truncated: bool = True
+    """Partial credit for answers cut at max_completion_length. true (SGPO as written): a cut answer's correct
+    steps earn credit like any other's. false: a cut answer keeps the wrong-answer reward (0, or -1 under pm1).
+    On SmolLM2 the credit for cut answers was gamed: listing easy true steps without ever answering, every
+    completion ran to the length cap within 2 steps and accuracy fell to 0 (results/real_smollm2_study, seed 1)."""
     prompt_template: str | None = None
     """Judge prompt for local and http, with {problem}, {reference} and {steps}; null: the built-in one
     (neggrad.feedback.judge.DEFAULT_TEMPLATE)."""

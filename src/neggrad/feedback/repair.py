@@ -111,6 +111,7 @@ def repair_all_wrong(
     cfg: FeedbackConfig,
     reward_scheme: str,
     stats: FeedbackStats,
+    truncated: Tensor | None = None,
 ) -> GroupRepair:
     """Judge every answer of the all-wrong groups and return their partial rewards (docs/algorithms.md §10.3).
 
@@ -122,6 +123,8 @@ def repair_all_wrong(
         cfg: the ``feedback`` section (step rule, beta, gamma, scale).
         reward_scheme: "binary" or "pm1" (judged rewards become -1 + 2r under pm1).
         stats: accumulates this step's judge metrics.
+        truncated: (P * G,) bool, the answers cut at the length limit; with ``cfg.credit_truncated`` false they
+            keep the wrong-answer reward instead of partial credit.
 
     Returns:
         The judged rewards (P, G), which groups were repaired (P,) and which of them vary (P,).
@@ -143,6 +146,9 @@ def repair_all_wrong(
     judged = judged_rewards(
         fraction, failed, beta=cfg.beta, gamma=cfg.gamma, scale=cfg.scale, reward_scheme=reward_scheme
     ).float()
+    if truncated is not None and not cfg.credit_truncated:
+        cut = truncated.view(P, G)[repaired].reshape(-1)  # (len(groups) * G,)
+        judged = judged.masked_fill(cut, -1.0 if reward_scheme == "pm1" else 0.0)
     rewards = torch.zeros(P, G)
     rewards[repaired] = judged.view(len(groups), G)  # (len(groups), G) rows of the repaired groups
     spread = rewards.max(dim=1).values - rewards.min(dim=1).values  # (P,)

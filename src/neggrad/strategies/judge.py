@@ -36,6 +36,7 @@ class Judge(Strategy):
             cfg=self.config.feedback,
             reward_scheme=self.config.reward_scheme,
             stats=self.stats,
+            truncated=rnd.rollout.truncated,
         )
         rnd.groups.update(judge_rewards=repair.rewards, repaired=repair.repaired, judge_varies=repair.varies)
         rnd.kind_seconds["all_wrong"] = rnd.kind_seconds.get("all_wrong", 0.0) + self.stats.seconds - seconds
