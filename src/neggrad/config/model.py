@@ -278,4 +278,21 @@ class RolloutConfig(_Section):
     with a pre-allocated (static) KV cache, less overhead per token (neggrad.rollout.lean; same tokens for a seed up
     to float rounding). vllm: a vLLM engine (rollout.vllm), same prompts and sampling settings, weights synced after
     every update."""
+    compact: bool = False
+    """hf_lean only: sample with less work per rollout. Each distinct prompt is prefilled once and its KV cache copied
+    to the rows of its group, and rows that have ended (EOS) are dropped from the batch, so later decode steps run
+    only the live rows. It draws its random numbers for the live rows only, so it does not give generate's tokens
+    for a seed. Its contract instead: the same seed gives the same tokens; each token is drawn from the model's own
+    distribution (temperature, top-k, top-p applied); the same output format (left-padded prompts, pad after EOS,
+    truncated flags, hints); greedy decoding gives generate's greedy tokens. false: hf_lean samples generate's
+    tokens."""
     vllm: VLLMConfig = Field(default_factory=VLLMConfig)
+
+    @model_validator(mode="after")
+    def _compact_needs_lean(self) -> RolloutConfig:
+        if self.compact and self.backend != "hf_lean":
+            raise ValueError(
+                f"rollout.compact is a mode of the lean decode loop: it needs rollout.backend hf_lean, "
+                f"got {self.backend}"
+            )
+        return self

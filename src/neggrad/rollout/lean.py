@@ -70,8 +70,10 @@ def filter_scores(scores: Tensor, *, temperature: float = 1.0, top_k: int = 0, t
 class LeanHFRollout(HFRollout):
     """``HFRollout`` whose sampling loop is ``decode`` below instead of ``model.generate``."""
 
-    def __init__(self, model, tokenizer, **kwargs):
+    def __init__(self, model, tokenizer, *, compact: bool = False, **kwargs):
         super().__init__(model, tokenizer, **kwargs)
+        self.compact = compact  # rollout.compact: decode_compact instead of decode
+        self.forward_rows: list[int] = []  # decode_compact: the batch of each forward of the last call
         config = getattr(model, "generation_config", None) or GenerationConfig()
         default = GenerationConfig()
         extra = [k for k in UNSUPPORTED if getattr(config, k, None) != getattr(default, k, None)]
@@ -81,12 +83,20 @@ class LeanHFRollout(HFRollout):
                 f"generation_config also sets {', '.join(extra)}: use rollout.backend hf (transformers generate)"
             )
 
+    @classmethod
+    def from_config(cls, model, tokenizer, config) -> LeanHFRollout:
+        """``HFRollout.from_config``, plus ``rollout.compact``."""
+        engine = super().from_config(model, tokenizer, config)
+        engine.compact = config.rollout.compact
+        return engine
+
     @torch.no_grad()
     def _sample(self, input_ids: Tensor, attention_mask: Tensor, max_new_tokens: int, *, greedy: bool) -> Tensor:
         was_training = self.model.training
         self.model.eval()
         try:
-            return self.decode(input_ids, attention_mask, max_new_tokens, greedy=greedy)[0]
+            decode = self.decode_compact if self.compact else self.decode
+            return decode(input_ids, attention_mask, max_new_tokens, greedy=greedy)[0]
         finally:
             self.model.train(was_training)
 
@@ -128,12 +138,7 @@ class LeanHFRollout(HFRollout):
         ).logits
         steps = 0
         for step in range(max_new_tokens):
-            scores = logits[:, -1].to(dtype=torch.float32)
-            if greedy:
-                token = scores.argmax(dim=-1)
-            else:
-                scores = filter_scores(scores, temperature=self.temperature, top_k=self.top_k, top_p=self.top_p)
-                token = torch.multinomial(scores.softmax(dim=-1), num_samples=1).squeeze(1)
+            token, scores = self._draw(logits[:, -1], greedy)
             if keep_scores:
                 scores_kept.append(scores)
             token = token.masked_fill(done, pad)
@@ -153,21 +158,116 @@ class LeanHFRollout(HFRollout):
             ).logits
         return torch.cat([input_ids, out[:, :steps]], dim=1), scores_kept
 
+    def _draw(self, logits: Tensor, greedy: bool) -> tuple[Tensor, Tensor]:
+        """(n, V) logits of the last position -> (n,) tokens and the (n, V) float32 scores they came from: the argmax
+        when ``greedy``, else one ``torch.multinomial`` draw per row from the filtered scores."""
+        scores = logits.to(dtype=torch.float32)
+        if greedy:
+            return scores.argmax(dim=-1), scores
+        scores = filter_scores(scores, temperature=self.temperature, top_k=self.top_k, top_p=self.top_p)
+        return torch.multinomial(scores.softmax(dim=-1), num_samples=1).squeeze(1), scores
+
+    def decode_compact(
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor,
+        max_new_tokens: int,
+        *,
+        greedy: bool = False,
+        keep_scores: bool = False,
+    ) -> tuple[Tensor, list[Tensor]]:
+        """``decode`` doing less work (``rollout.compact``): each distinct prompt row is prefilled once and its KV
+        cache copied to the rows that share it, and a row leaves the batch (cache rows included) once it has sampled
+        EOS, so later steps decode only the live rows. Returns what ``decode`` does; the kept (B, V) scores are NaN
+        on rows that had already ended. ``self.forward_rows`` records the batch of each forward (prefill first)."""
+        model, eos, pad = self.model, self.tokenizer.eos_token_id, self.tokenizer.pad_token_id
+        batch, prompt_len = input_ids.shape
+        total = prompt_len + max_new_tokens
+        device = input_ids.device
+        cache = StaticCache(config=model.config, max_cache_len=total)
+        valid = torch.ones(batch, total, dtype=torch.bool, device=device)  # (live, L): keys that are not padding
+        valid[:, :prompt_len] = attention_mask.bool()
+        positions = (attention_mask.long().cumsum(-1) - 1).masked_fill(attention_mask == 0, 0)
+        logits = self._shared_prefill(input_ids, valid, positions, cache)  # (B, V)
+        live = torch.arange(batch, device=device)  # the batch row each cache row holds
+        next_position = positions[:, -1:] + 1  # (live, 1)
+        slots = torch.arange(total, device=device)
+        out = torch.full((batch, max_new_tokens), pad, dtype=input_ids.dtype, device=device)
+        scores_kept, steps = [], 0
+        for step in range(max_new_tokens):
+            token, scores = self._draw(logits, greedy)
+            out[live, step] = token
+            if keep_scores:
+                scores_kept.append(
+                    scores.new_full((batch, scores.shape[-1]), float("nan")).index_copy_(0, live, scores)
+                )
+            steps, ended = step + 1, token == eos
+            if steps == max_new_tokens or bool(ended.all()):
+                break
+            if bool(ended.any()):  # drop the ended rows from the batch and from the cache
+                keep = (~ended).nonzero().squeeze(1)
+                cache.reorder_cache(keep)
+                live, token, valid, next_position = live[keep], token[keep], valid[keep], next_position[keep]
+            self.forward_rows.append(len(live))
+            logits = model(
+                input_ids=token[:, None],
+                attention_mask=self._attention_mask(model, valid & (slots <= prompt_len + step)),
+                position_ids=next_position + step,
+                cache=cache,
+                use_cache=True,
+                logits_to_keep=1,
+            ).logits[:, -1]
+        return torch.cat([input_ids, out[:, :steps]], dim=1), scores_kept
+
+    def _shared_prefill(self, input_ids: Tensor, valid: Tensor, positions: Tensor, cache: StaticCache) -> Tensor:
+        """Prefill each distinct prompt row once into ``cache``, then copy its cache rows to every row of the batch
+        that holds the same prompt; return the (B, V) logits of the last prompt position."""
+        first, inverse = distinct_rows(input_ids, valid[:, : input_ids.shape[1]])
+        self.forward_rows = [len(first)]
+        logits = self.model(
+            input_ids=input_ids[first],
+            attention_mask=valid[first].long(),
+            position_ids=positions[first],
+            cache=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        ).logits[:, -1]
+        if len(first) < len(inverse):
+            cache.reorder_cache(inverse)
+            logits = logits[inverse]
+        return logits
+
     @staticmethod
     def _mask_maker(model, keys_valid: Tensor):
-        """``f((L,) bool: slots filled so far) -> the 4D mask of one decode step``, in the form the model's attention
-        takes: bool for SDPA, additive for eager; other kernels get the 2D mask and build their own."""
+        """``f((L,) bool: slots filled so far) -> the 4D mask of one decode step`` over the rows of ``keys_valid``."""
+        return lambda filled: LeanHFRollout._attention_mask(model, keys_valid & filled)
+
+    @staticmethod
+    def _attention_mask(model, allowed: Tensor) -> Tensor:
+        """(B, L) bool, key j visible to the step's query -> the mask in the form the model's attention takes: 4D
+        bool for SDPA, 4D additive for eager; other kernels get the 2D mask and build their own."""
         kind = getattr(model.config, "_attn_implementation", None)
         if kind == "sdpa":
-            return lambda filled: (keys_valid & filled)[:, None, None, :]
+            return allowed[:, None, None, :]
         if kind == "eager":
-            lowest = torch.finfo(model.dtype).min
+            return torch.zeros(allowed[:, None, None, :].shape, dtype=model.dtype, device=allowed.device).masked_fill(
+                ~allowed[:, None, None, :], torch.finfo(model.dtype).min
+            )
+        return allowed.long()
 
-            def additive(filled: Tensor) -> Tensor:
-                allowed = (keys_valid & filled)[:, None, None, :]
-                return torch.zeros(allowed.shape, dtype=model.dtype, device=allowed.device).masked_fill(
-                    ~allowed, lowest
-                )
 
-            return additive
-        return lambda filled: (keys_valid & filled).long()
+def distinct_rows(input_ids: Tensor, attention_mask: Tensor) -> tuple[Tensor, Tensor]:
+    """(B, T) prompt rows -> ``first``: (U,) the first row of each distinct (ids, mask) row, in batch order, and
+    ``inverse``: (B,) which of them each row equals (``input_ids[first][inverse] == input_ids``)."""
+    batch = input_ids.shape[0]
+    _, inverse = torch.unique(
+        torch.cat([input_ids, attention_mask.to(input_ids.dtype)], 1), dim=0, return_inverse=True
+    )
+    rows = torch.arange(batch, device=input_ids.device)
+    first = torch.full((int(inverse.max()) + 1,), batch, device=input_ids.device).scatter_reduce(
+        0, inverse, rows, reduce="amin"
+    )
+    order = first.argsort()  # number the distinct rows by first appearance
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(len(order), device=input_ids.device)
+    return first[order], rank[inverse]
