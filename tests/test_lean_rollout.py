@@ -20,8 +20,12 @@ PROMPTS = ["Tom has 3 apples", "What is 12 + 7?", "A", "Sara buys 4 pens and giv
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
+    return eos_biased_tiny_model(tmp_path_factory.mktemp("tiny-chat"))
+
+
+def eos_biased_tiny_model(folder):
     """The tiny SmolLM2-shaped chat model, its head given a bias towards EOS so that rows end at different steps."""
-    folder = build_tiny_chat_model(tmp_path_factory.mktemp("tiny-chat"))
+    folder = build_tiny_chat_model(folder)
     tokenizer = AutoTokenizer.from_pretrained(folder, padding_side="left")
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
     head = torch.nn.Linear(model.config.hidden_size, model.config.vocab_size, bias=True)
