@@ -37,20 +37,34 @@ def attention(tiny, request):
     model.set_attn_implementation("sdpa")
 
 
+def _expected_forward_rows(live_after: list[int], batch: int, compact_at: float) -> list[int]:
+    """The batch of each decode forward under the rule: drop the ended rows once they are ``compact_at`` of it."""
+    rows, expected = batch, []
+    for live in live_after:
+        if rows - live and rows - live >= compact_at * rows:
+            rows = live
+        expected.append(rows)
+    return expected
+
+
+@pytest.mark.parametrize("compact_at", [0.0, 1 / 8, 1 / 3])
 @pytest.mark.parametrize("attention", ["sdpa", "eager"], indirect=True)
-def test_one_prefill_per_prompt_and_only_live_rows_decoded(tiny, attention):
+def test_one_prefill_per_prompt_and_only_live_rows_decoded(tiny, attention, compact_at):
     model, tokenizer = tiny
     _, compact = _engines(model, tokenizer, temperature=1.0)
+    compact.compact_at = compact_at
     torch.manual_seed(5)
     got = compact.generate(PROMPTS, num_generations=G)
     assert got.prompt_mask.eq(0).any()  # left padding was exercised
     assert compact.forward_rows[0] == len(PROMPTS)  # the prefill ran each distinct prompt once, not P * G rows
     alive = _alive_before(got.completion_ids, tokenizer.eos_token_id)  # (B, n)
     n = got.completion_ids.shape[1]
-    # the decode forward after step t ran exactly the rows still live after it: no more, no fewer
     live_after = [int((alive[:, t] & (got.completion_ids[:, t] != tokenizer.eos_token_id)).sum()) for t in range(n)]
-    assert compact.forward_rows[1:] == live_after[: len(compact.forward_rows) - 1]
     assert len(compact.forward_rows) == n  # one prefill, then a forward after every step but the last
+    # the decode forward after step t ran the rows live after it, plus ended rows not yet dropped
+    assert compact.forward_rows[1:] == _expected_forward_rows(live_after[:-1], len(PROMPTS) * G, compact_at)
+    if compact_at == 0:
+        assert compact.forward_rows[1:] == live_after[:-1]
     assert len(set(got.lengths.tolist())) > 1 and compact.forward_rows[-1] < len(PROMPTS) * G  # rows were dropped
 
 
@@ -132,6 +146,7 @@ def test_a_group_that_ends_early_leaves_the_batch(tiny):
     and the ended group's rows come back as EOS then padding."""
     model, tokenizer = tiny
     _, compact = _engines(model, tokenizer, temperature=1.0)
+    compact.compact_at = 0.0  # drop rows as soon as they end
     eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
     for seed in range(40):
         torch.manual_seed(seed)
@@ -151,7 +166,9 @@ def test_a_group_that_ends_early_leaves_the_batch(tiny):
     others = torch.ones(len(PROMPTS) * G, dtype=torch.bool)
     others[group * G : (group + 1) * G] = False
     assert not alive[~others, end].any() and alive[others, end].any()  # end < the width: others went on
-    assert compact.forward_rows[end] == int(alive[others, end].sum())  # the forward after step end - 1 ran only the other groups' live rows
+    assert compact.forward_rows[end] == int(
+        alive[others, end].sum()
+    )  # the forward after step end - 1 ran only the other groups' live rows
 
 
 def test_distinct_rows_numbers_prompts_by_first_appearance():
