@@ -47,7 +47,9 @@ Generation against its limit (issue 17): after each neggrad step, outside the ti
 forwards alone (``rollout_speed.forward_only``: one prefill and width - 1 one-token decode forwards into a static
 cache, inputs made beforehand, no sampling) are timed. The line ``neggrad generation`` gives rows x decode steps
 per second of ``time/generate`` (the engine's sampling of the batch), of that bound, and their ratio (the
-engine's share of the bound). ``--rollout hf_lean`` runs neggrad's lean decode loop instead of ``generate``.
+engine's share of the bound). ``--rollout hf_lean`` runs neggrad's lean decode loop instead of ``generate``,
+``--rollout hf_lean --compact`` its ``rollout.compact`` mode (one prefill per prompt, ended rows dropped: the
+bound, which decodes every row to the batch's width, is then no longer a bound, and the share can exceed 1).
 
 On a machine shared with other work the figures are noisy: run it twice and compare. With more torch threads
 than free cores, OpenMP threads that spin-wait for a descheduled peer stall every parallel op (measured with 2
@@ -98,8 +100,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--rollout", choices=("hf", "hf_lean"), default="hf", help="neggrad's rollout.backend (default hf: generate)"
     )
+    parser.add_argument(
+        "--compact", action="store_true", help="with --rollout hf_lean: rollout.compact (shared prefill, row dropping)"
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the figures to this file")
     args = parser.parse_args(argv)
+    if args.compact and args.rollout != "hf_lean":
+        parser.error("--compact is a mode of the lean loop: it needs --rollout hf_lean")
     for name in ("steps", "prompts", "max_completion_length", "threads"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
@@ -147,6 +154,7 @@ def neggrad_config(args: argparse.Namespace):
             "lr_scheduler_type=constant",
             "eval_steps=0",
             f"rollout.backend={args.rollout}",
+            *(["rollout.compact=true"] if args.compact else []),
         ],
     )
 
@@ -366,7 +374,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     print(
         f"median of {args.steps} interleaved steps per side after {args.warmup} warm-up step(s), "
-        f"OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}"
+        f"OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}, load average at the end "
+        f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}"
     )
     print(
         f"mean completion length: neggrad {statistics.fmean(col(ours, 'mean_length')):.1f}, TRL "
@@ -396,7 +405,8 @@ def main(argv: list[str] | None = None) -> None:
         f"{update['forward_backward_s']:.3f} s: {update['share_of_bound']:.2f} of the update is that bound"
     )
     print(
-        f"neggrad generation ({args.rollout}): {generation['engine_tokens_per_s']:.0f} tokens/s (rows x decode steps "
+        f"neggrad generation ({args.rollout}{' compact' if args.compact else ''}): "
+        f"{generation['engine_tokens_per_s']:.0f} tokens/s (rows x decode steps "
         f"/ time/generate), forward-only bound {generation['bound_tokens_per_s']:.0f} tokens/s (the same batches' "
         f"prefill + decode forwards alone): {generation['share_of_bound']:.2f} of the bound (target >= 0.70)"
     )
