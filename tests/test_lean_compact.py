@@ -3,11 +3,13 @@ but reproducible, drawn from the model's own distribution, the same output forma
 
 import pytest
 import torch
+from transformers import StaticCache
 
 from neggrad.config import ConfigError, build_config
 from neggrad.rollout import build_rollout
 from neggrad.rollout.hf import HFRollout, completion_mask_from_ids
 from neggrad.rollout.lean import LeanHFRollout, distinct_rows, filter_scores
+from neggrad.rollout.slim import slim_decode_step, supports
 from tests.test_lean_rollout import PROMPTS, SETTINGS, eos_biased_tiny_model
 
 G = 4
@@ -189,3 +191,75 @@ def test_the_config_turns_compact_on_for_the_lean_loop_only(tiny):
     for backend in ("hf", "vllm"):
         with pytest.raises(ConfigError, match="rollout.compact .* needs rollout.backend hf_lean, got " + backend):
             build_config({}, [f"rollout.backend={backend}", "rollout.compact=true"])
+
+
+def _testbed_model():
+    from neggrad.config import TestbedModelConfig
+    from neggrad.models.testbed.model import build_model
+    from neggrad.models.testbed.tokenizer import build_tokenizer
+
+    return build_model(TestbedModelConfig(num_hidden_layers=2), build_tokenizer(), seed=0).eval()
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+def test_the_slim_step_computes_the_models_forward(tiny, arch, attention):
+    """Three decode steps over left-padded rows from the same prefilled cache: the slim step's logits and the keys
+    and values it writes equal those of the model's own forward (Qwen2: the testbed, with q/k/v biases)."""
+    model = tiny[0] if arch == "llama" else _testbed_model()
+    model.eval().set_attn_implementation(attention)
+    try:
+        assert supports(model) and type(model).__name__.lower().startswith(arch)
+        torch.manual_seed(0)
+        batch, prompt_len, total = 5, 6, 9
+        ids = torch.randint(3, 20, (batch, prompt_len))
+        mask = torch.ones(batch, prompt_len, dtype=torch.long)
+        mask[:2, :3] = 0
+        valid = torch.ones(batch, total, dtype=torch.bool)
+        valid[:, :prompt_len] = mask.bool()
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        caches = [StaticCache(config=model.config, max_cache_len=total) for _ in range(2)]
+        with torch.no_grad():
+            for cache in caches:
+                model(input_ids=ids, attention_mask=valid.long(), position_ids=positions, cache=cache)
+            step = slim_decode_step(model)
+            for t in range(total - prompt_len):
+                token, position = torch.randint(3, 20, (batch,)), positions[:, -1:] + 1 + t
+                allowed = valid & (torch.arange(total) <= prompt_len + t)
+                expected = model(
+                    input_ids=token[:, None],
+                    attention_mask=LeanHFRollout._attention_mask(model, allowed),
+                    position_ids=position,
+                    cache=caches[0],
+                ).logits[:, -1]
+                got = step(token, position, allowed, prompt_len + t, caches[1])
+                torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+        for a, b in zip(caches[0].layers, caches[1].layers, strict=True):
+            torch.testing.assert_close(a.keys, b.keys, rtol=1e-5, atol=1e-6)
+            torch.testing.assert_close(a.values, b.values, rtol=1e-5, atol=1e-6)
+    finally:
+        model.set_attn_implementation("sdpa")
+
+
+def test_the_slim_step_runs_only_where_it_was_checked(tiny):
+    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+
+    model, tokenizer = tiny
+    small = dict(vocab_size=50, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2)
+    assert supports(LlamaForCausalLM(LlamaConfig(**small)))
+    scaled = LlamaConfig(**small, rope_parameters={"rope_type": "linear", "factor": 2.0, "rope_theta": 10000.0})
+    assert not supports(LlamaForCausalLM(scaled))
+    assert not supports(LlamaForCausalLM(LlamaConfig(**small, hidden_act="gelu")))
+    assert slim_decode_step(GPT2LMHeadModel(GPT2Config(n_embd=16, n_layer=1, n_head=2, vocab_size=50))) is None
+    # the compact loop calls the model's own forward for the prefill only when the slim step runs, every step if not
+    engine = LeanHFRollout(model, tokenizer, max_completion_length=12, compact=True)
+    calls = []
+    hook = model.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        for slim in (True, False):
+            engine.slim, calls[:] = slim, []
+            torch.manual_seed(1)
+            engine.generate(PROMPTS, num_generations=2)
+            assert len(calls) == (1 if slim else len(engine.forward_rows)) and len(engine.forward_rows) > 1
+    finally:
+        hook.remove()
