@@ -16,8 +16,12 @@ trial, in turn:
 
 - ``generate``: ``HFRollout`` sampling (temperature 1, top-p 1), i.e. ``model.generate`` with a dynamic cache;
 - ``lean``: ``LeanHFRollout``, the static-cache decode loop with the same sampling;
-- ``compact``: ``LeanHFRollout`` with ``rollout.compact``: one prefill row per distinct prompt, ended rows
-  dropped from the batch (it saves work only with ``--num-generations`` > 1 or ``--stop eos``);
+- ``compact_hf``: ``LeanHFRollout`` with ``rollout.compact`` but the model's own forward for every step: one
+  prefill row per distinct prompt, ended rows dropped from the batch (it saves work only with
+  ``--num-generations`` > 1 or ``--stop eos``);
+- ``compact``: ``rollout.compact`` as it runs, decode steps through ``rollout.slim.SlimDecodeStep`` where it
+  supports the model (the testbed's Qwen2 and the Llama / Qwen2 shapes of ``random_model``), else as
+  ``compact_hf``;
 - ``forward``: the bound, the model's own batched forwards alone: one prefill then ``new_tokens - 1`` one-token
   decode forwards into a static cache over every row, with every input (tokens, masks, positions) made before the
   clock starts, no sampling and no loop bookkeeping (with ``--stop eos`` the work of a batch where no row ends).
@@ -144,8 +148,10 @@ def main(argv: list[str] | None = None) -> int:
     engines = {
         "generate": HFRollout(model, tokenizer, max_completion_length=args.new_tokens),
         "lean": LeanHFRollout(model, tokenizer, max_completion_length=args.new_tokens),
+        "compact_hf": LeanHFRollout(model, tokenizer, max_completion_length=args.new_tokens, compact=True),
         "compact": LeanHFRollout(model, tokenizer, max_completion_length=args.new_tokens, compact=True),
     }
+    engines["compact_hf"].slim = False
     ids, mask = prompts(args.batch, args.prompt_len, vocab, args.device, args.num_generations)
     params = sum(p.numel() for p in model.parameters())
     print(
@@ -189,8 +195,9 @@ def report(arms: dict[str, list[float]], lengths: dict[str, float], args) -> Non
     for name, seconds in medians.items():
         share = f"  {medians['forward'] / seconds:.2f} of the bound" if name != "forward" else "  (the bound)"
         length = f"  mean length {lengths[name]:.1f}" if name in lengths else ""
-        print(f"  {name:<9} {seconds:8.3f} s  {tokens / seconds:10.0f} tokens/s{share}{length}")
-    speedup = {f"{a} / {b}": medians[b] / medians[a] for a, b in [("lean", "generate"), ("compact", "lean")]}
+        print(f"  {name:<11} {seconds:8.3f} s  {tokens / seconds:10.0f} tokens/s{share}{length}")
+    pairs = [("lean", "generate"), ("compact_hf", "lean"), ("compact", "compact_hf"), ("compact", "lean")]
+    speedup = {f"{a} / {b}": medians[b] / medians[a] for a, b in pairs}
     speedup["compact / generate"] = medians["generate"] / medians["compact"]
     print("  speed-up " + ", ".join(f"{k}: {v:.2f}x" for k, v in speedup.items()))
     print(f"  load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
