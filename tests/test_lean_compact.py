@@ -250,6 +250,7 @@ def test_the_slim_step_runs_only_where_it_was_checked(tiny):
     scaled = LlamaConfig(**small, rope_parameters={"rope_type": "linear", "factor": 2.0, "rope_theta": 10000.0})
     assert not supports(LlamaForCausalLM(scaled))
     assert not supports(LlamaForCausalLM(LlamaConfig(**small, hidden_act="gelu")))
+    assert not supports(LlamaForCausalLM(LlamaConfig(**small)).to(torch.bfloat16))
     assert slim_decode_step(GPT2LMHeadModel(GPT2Config(n_embd=16, n_layer=1, n_head=2, vocab_size=50))) is None
     # the compact loop calls the model's own forward for the prefill only when the slim step runs, every step if not
     engine = LeanHFRollout(model, tokenizer, max_completion_length=12, compact=True)

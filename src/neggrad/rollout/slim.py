@@ -10,8 +10,10 @@ static KV cache the prefill filled (the transformers ``StaticCache``, written in
 
 It runs only where it was checked against the model's own forward (tests/test_lean_compact.py: logits equal to
 float tolerance): the exact classes ``LlamaForCausalLM`` and ``Qwen2ForCausalLM``, the default rotary embedding,
-no sliding window, SiLU MLP, every projection a plain ``torch.nn.Linear`` (no adapters), SDPA or eager attention.
-``slim_decode_step`` returns None for anything else and the loop keeps the model's own forward.
+no sliding window, SiLU MLP, every projection a plain ``torch.nn.Linear`` (no adapters), SDPA or eager attention,
+float32 weights on the CPU. ``slim_decode_step`` returns None for anything else and the loop keeps the model's own
+forward. On a GPU it is not used: there the fused weight copies (about two thirds of the layers' weights) would
+cost memory, and its speed is unmeasured.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ def supports(model) -> bool:
     from transformers import LlamaForCausalLM, Qwen2ForCausalLM
 
     if type(model) not in (LlamaForCausalLM, Qwen2ForCausalLM):
+        return False
+    if model.device.type != "cpu" or model.dtype != torch.float32:  # where it was measured and checked
         return False
     config = model.config
     rope = getattr(config, "rope_parameters", None) or {}
