@@ -13,6 +13,21 @@ pre-allocated cache (masked) instead of the keys seen so far, so logits may diff
 last bits and, rarely, a draw that falls on a boundary picks a neighbouring token. tests/test_lean_rollout.py
 checks both: the same tokens as ``generate`` on a tiny model, and the distribution of every sampled token equal
 to the model's own (a full forward over the finished sequences) to float tolerance.
+
+``rollout.compact`` (``LeanHFRollout(compact=True)``, ``decode_compact``) does less work per rollout. Rollouts come
+as P prompts x G completions, so each distinct prompt row is prefilled once and its KV-cache rows copied to the
+rows that share it; rows that have sampled EOS leave the batch (the cache rows with them, in bulk once they are
+1/8 of it), so later steps decode only the live rows; and where ``rollout.slim`` supports the model (Llama and
+Qwen2, default rotary embedding, float32 on the CPU) the decode steps run its slim step instead of the model's
+forward. Its random numbers are drawn for the rows in the batch only, so it does not give ``generate``'s tokens
+for a seed. Its contract instead, checked by tests/test_lean_compact.py:
+
+- the same seed gives the same tokens (reproducible);
+- each sampled token is drawn from the model's own distribution, temperature, top-k and top-p applied (the scores
+  of every step equal a full forward's over the finished sequences, to float tolerance);
+- the same output: left-padded prompts, pad after EOS, the same ``Rollout`` fields and truncated flags, hints
+  (``generate_with_prefix``) included;
+- greedy decoding gives ``generate``'s greedy tokens (up to float rounding on exact ties).
 """
 
 from __future__ import annotations
