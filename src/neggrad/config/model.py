@@ -280,12 +280,12 @@ class RolloutConfig(_Section):
     every update."""
     compact: bool = False
     """hf_lean only: sample with less work per rollout. Each distinct prompt is prefilled once and its KV cache copied
-    to the rows of its group, and rows that have ended (EOS) are dropped from the batch, so later decode steps run
-    only the live rows. It draws its random numbers for the live rows only, so it does not give generate's tokens
-    for a seed. Its contract instead: the same seed gives the same tokens; each token is drawn from the model's own
-    distribution (temperature, top-k, top-p applied); the same output format (left-padded prompts, pad after EOS,
-    truncated flags, hints); greedy decoding gives generate's greedy tokens. false: hf_lean samples generate's
-    tokens."""
+    to the rows of its group, rows that have ended (EOS) are dropped from the batch so later decode steps run only
+    the live rows, and Llama / Qwen2 float32 models on the CPU decode through a slimmer step (neggrad.rollout.slim).
+    It draws its random numbers for the live rows only, so it does not give generate's tokens for a seed. Its
+    contract instead: the same seed gives the same tokens; each token is drawn from the model's own distribution
+    (temperature, top-k, top-p applied); the same output format (left-padded prompts, pad after EOS, truncated
+    flags, hints); greedy decoding gives generate's greedy tokens. false: hf_lean samples generate's tokens."""
     vllm: VLLMConfig = Field(default_factory=VLLMConfig)
 
     @model_validator(mode="after")
