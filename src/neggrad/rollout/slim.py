@@ -126,7 +126,5 @@ def _fused(layer) -> dict:
 
 
 def _rms_norm(x: Tensor, weight: Tensor, eps: float) -> Tensor:
-    """transformers' Llama / Qwen2 RMSNorm: normalised in float32, cast back, then scaled."""
-    y = x.to(torch.float32)
-    y = y * torch.rsqrt(y.pow(2).mean(-1, keepdim=True) + eps)
-    return weight * y.to(x.dtype)
+    """transformers' Llama / Qwen2 RMSNorm for float32 (``supports`` admits no other dtype), as one fused op."""
+    return F.rms_norm(x, (x.shape[-1],), weight, eps)
