@@ -6,7 +6,8 @@ rest is some 70 tensor ops per layer and the Python around them (mask and positi
 output capture). ``SlimDecodeStep`` computes the same function with fewer ops: the query, key and value
 projections as one matrix product (their weights concatenated), the gate and up projections as one, the rotary
 embedding applied to queries and keys together, and attention through ``scaled_dot_product_attention`` over the
-static KV cache the prefill filled (the transformers ``StaticCache``, written in place at the step's slot).
+filled slots of the static KV cache the prefill made (the transformers ``StaticCache``, written in place at the
+step's slot).
 
 It runs only where it was checked against the model's own forward (tests/test_lean_compact.py: logits equal to
 float tolerance): the exact classes ``LlamaForCausalLM`` and ``Qwen2ForCausalLM``, the default rotary embedding,
@@ -90,9 +91,10 @@ class SlimDecodeStep:
         q, k = qk[:, : self.heads], qk[:, self.heads :]  # (n, h, 1, D), (n, kv, 1, D)
         layer.keys[:, :, slot] = k[:, :, 0]
         layer.values[:, :, slot] = qkv[:, self.heads + self.kv_heads :]
-        out = F.scaled_dot_product_attention(
-            q, layer.keys, layer.values, attn_mask=mask, enable_gqa=self.heads != self.kv_heads
-        )  # (n, h, 1, D)
+        filled = slice(0, slot + 1)  # the slots after this one are empty (and masked): attend only the filled ones
+        keys, values = layer.keys[:, :, filled], layer.values[:, :, filled]
+        gqa = self.heads != self.kv_heads
+        out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask[..., filled], enable_gqa=gqa)  # (n,h,1,D)
         return F.linear(out.reshape(n, 1, self.heads * d), w["o"], w["o_bias"])
 
     @staticmethod
