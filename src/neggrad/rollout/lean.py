@@ -92,10 +92,10 @@ class LeanHFRollout(HFRollout):
         self.forward_rows: list[int] = []  # decode_compact: the batch of each forward of the last call
         # decode_compact drops ended rows once they are at least this share of the batch: a drop copies every live
         # row's cache (on the testbed a quarter of a row's decode forward), so dropping after every EOS cost more
-        # than it saved (rollout_speed.py --stop eos --num-generations 8: 0.27 s against 0.22 s at 1/8)
+        # than it saved (rollout_speed.py --stop eos --num-generations 8, model forward: 0.27 s against 0.22 s at 1/8)
         self.compact_at = 1 / 8
         # decode_compact's decode steps run rollout.slim's SlimDecodeStep where it supports the model (Llama and
-        # Qwen2 with the default rotary embedding): 1.3-1.9x faster than the model's forward on the testbed
+        # Qwen2 with the default rotary embedding): 1.25-2x faster per forward than the model's on the testbed
         self.slim = True
         config = getattr(model, "generation_config", None) or GenerationConfig()
         default = GenerationConfig()
