@@ -99,6 +99,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--rollout", choices=("hf", "hf_lean"), default="hf", help="neggrad's rollout.backend (default hf: generate)"
     )
     parser.add_argument("--json", type=Path, default=None, help="also write the figures to this file")
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="more neggrad config overrides, e.g. share_prompt_forward=true (exact options only: both sides must "
+        "still train on the same loss)",
+    )
     args = parser.parse_args(argv)
     for name in ("steps", "prompts", "max_completion_length", "threads"):
         if getattr(args, name) < 1:
@@ -147,6 +154,7 @@ def neggrad_config(args: argparse.Namespace):
             "lr_scheduler_type=constant",
             "eval_steps=0",
             f"rollout.backend={args.rollout}",
+            *args.overrides,
         ],
     )
 
@@ -367,6 +375,7 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"median of {args.steps} interleaved steps per side after {args.warmup} warm-up step(s), "
         f"OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}"
+        + (f"; neggrad overrides: {' '.join(args.overrides)}" if args.overrides else "")
     )
     print(
         f"mean completion length: neggrad {statistics.fmean(col(ours, 'mean_length')):.1f}, TRL "
