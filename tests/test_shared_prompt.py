@@ -1,6 +1,8 @@
 """``share_prompt_forward`` (issue 17): each distinct prompt runs once in the training forward, the completions on
 its KV cache; log-probs, hidden states, gradients and whole runs equal the plain forward's to float rounding."""
 
+import json
+
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -136,3 +138,22 @@ def test_training_with_a_shared_prompt_equals_training_without(tmp_path, extra):
 def test_gradient_checkpointing_refuses_it():
     with pytest.raises(ConfigError, match="gradient checkpointing"):
         build_config({}, ["share_prompt_forward=true", "model.gradient_checkpointing=true"])
+
+
+def test_a_lora_run_with_a_shared_prompt_equals_one_without(tmp_path):
+    # PEFT wraps the model: the cache keyword and the LM-head hook must reach through it (a KL pass as well)
+    from neggrad.trainer.loop import Trainer
+    from tests.test_models import _save_tiny, cfg
+
+    folder = _save_tiny(tmp_path / "tiny-llama")
+    lora = ["model.lora.enabled=true", "model.lora.r=4", "beta=0.1", "max_steps=2", "save_steps=0", "method=nthr"]
+    metrics = {}
+    for share in ("false", "true"):
+        trainer = Trainer(cfg(folder, *lora, f"share_prompt_forward={share}"), tmp_path / share)
+        trainer.setup()
+        trainer.train()
+        metrics[share] = [json.loads(line) for line in (tmp_path / share / "metrics.jsonl").read_text().splitlines()]
+    for a, b in zip(metrics["false"], metrics["true"], strict=True):
+        for key in ("loss/total", "grad/norm", "kl/ref"):
+            assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-6), key
+    assert metrics["true"][1]["kl/ref"] > 0  # the adapters moved, and the shared forward saw them

@@ -115,7 +115,8 @@ def shared_prompt_pass(model, rollout: Rollout, *, starve: bool, return_hidden: 
 
 def _cache_keyword(model) -> str:
     """The forward's name for the KV cache: ``cache`` (transformers >= 5.x) or ``past_key_values``."""
-    forward = _unwrapped(model).forward
+    inner = _unwrapped(model)
+    forward = getattr(inner, "forward", None) or inner.model.forward  # the LoRA reference wraps the policy in .model
     return "cache" if "cache" in inspect.signature(forward).parameters else "past_key_values"
 
 
