@@ -104,6 +104,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--compact", action="store_true", help="with --rollout hf_lean: rollout.compact (shared prefill, row dropping)"
     )
     parser.add_argument("--json", type=Path, default=None, help="also write the figures to this file")
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="more neggrad config overrides, e.g. share_prompt_forward=true (exact options only: both sides must "
+        "still train on the same loss)",
+    )
     args = parser.parse_args(argv)
     if args.compact and args.rollout != "hf_lean":
         parser.error("--compact is a mode of the lean loop: it needs --rollout hf_lean")
@@ -155,6 +162,7 @@ def neggrad_config(args: argparse.Namespace):
             "eval_steps=0",
             f"rollout.backend={args.rollout}",
             *(["rollout.compact=true"] if args.compact else []),
+            *args.overrides,
         ],
     )
 
@@ -376,6 +384,7 @@ def main(argv: list[str] | None = None) -> None:
         f"median of {args.steps} interleaved steps per side after {args.warmup} warm-up step(s), "
         f"OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}, load average at the end "
         f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}"
+        + (f"; neggrad overrides: {' '.join(args.overrides)}" if args.overrides else "")
     )
     print(
         f"mean completion length: neggrad {statistics.fmean(col(ours, 'mean_length')):.1f}, TRL "

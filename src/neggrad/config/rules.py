@@ -99,6 +99,11 @@ def combinations(config: Config) -> None:
             f"overlong_buffer_len ({config.overlong_buffer_len}) must be < max_completion_length "
             f"({config.max_completion_length})"
         )
+    if config.share_prompt_forward and config.model.gradient_checkpointing:
+        raise ValueError(
+            "share_prompt_forward runs the completions on the prompts' KV cache, which gradient checkpointing turns "
+            "off: set one of share_prompt_forward and model.gradient_checkpointing to false"
+        )
     frontier(config)
     from neggrad import strategies  # noqa: PLC0415 (strategies import this module)
 

@@ -197,6 +197,12 @@ class Config(_Section):
     """Compute the completions' log-probs and entropies from the final hidden states through the LM head this many
     positions at a time (neggrad.core.logprobs.chunked_logprobs), so no pass holds a micro-batch's (B, T, V) logits;
     0: off (the full logits, as TRL). Needs a plain linear LM head and reads no logits, so not with NTHR or THR."""
+    share_prompt_forward: bool = False
+    """Run each distinct prompt of a micro-batch once in the training (and old-policy, reference, LLD) forwards and
+    the completions on top of its KV cache, instead of once per completion (neggrad.models.policy.shared_prompt_pass;
+    Prefix Grouper, arXiv:2506.05433). The same log-probs and gradients to float rounding, fewer tokens run: the
+    longer the prompts and the larger num_generations, the larger the saving. Not with gradient checkpointing (which
+    turns the KV cache off)."""
 
     # ---- optimizer
     learning_rate: float = Field(5e-5, gt=0, allow_inf_nan=False)

@@ -271,6 +271,11 @@ class AdapterDisabledReference:
     def get_output_embeddings(self):
         return self.model.get_output_embeddings()
 
+    @property
+    def config(self):
+        """The policy's model config (the shared-prompt forward builds its KV cache from it)."""
+        return self.model.config
+
     def parameters(self) -> Iterator[torch.nn.Parameter]:
         return self.model.parameters()
 

@@ -7,11 +7,14 @@ import inspect
 
 import torch
 from torch import Tensor
+from transformers import DynamicCache
 
 from neggrad.rollout.base import Rollout
 
 
-def completion_forward(model, rollout: Rollout, *, return_hidden: bool = False) -> tuple[Tensor, Tensor | None]:
+def completion_forward(
+    model, rollout: Rollout, *, return_hidden: bool = False, share_prompt: bool = False
+) -> tuple[Tensor, Tensor | None]:
     """Logits (and optionally LM-head inputs) at the positions that predict each completion token.
 
     Position ids count real tokens only (``cumsum(mask) - 1``), as ``generate`` does for left-padded
@@ -21,10 +24,14 @@ def completion_forward(model, rollout: Rollout, *, return_hidden: bool = False) 
     the last layer after the final norm, for any architecture, without ``output_hidden_states`` (which
     keeps every layer). NTHR needs exactly this h (arXiv:2505.18830 Eq. 7, the h of docs/algorithms.md §7.1).
 
+    ``share_prompt``: rows with the same prompt run it once (``shared_prompt_pass``) when any two rows share one.
+
     Returns:
         ``(logits, hidden)``: (B, T, V) logits, row i column t predicting ``rollout.completion_ids[i, t]``,
         and (B, T, H) hidden states at the same positions (None unless ``return_hidden``).
     """
+    if share_prompt and (shared := shared_prompt_pass(model, rollout, starve=False, return_hidden=return_hidden)):
+        return shared
     inputs, start, t = _scored_inputs(model, rollout)
     caught: list[Tensor] = []
     with _head_hook(model, caught, starve=False) if return_hidden else _nothing():
@@ -36,20 +43,81 @@ def completion_forward(model, rollout: Rollout, *, return_hidden: bool = False) 
     return logits, caught[0][:, start : start + t]  # (B, T, H)
 
 
-def completion_hidden(model, rollout: Rollout) -> Tensor:
+def completion_hidden(model, rollout: Rollout, *, share_prompt: bool = False) -> Tensor:
     """(B, T, H) LM-head inputs at the positions that predict each completion token, without the logits.
 
     The same forward as ``completion_forward`` (through ``model``, so a DDP wrapper's hooks still run), but
     the forward pre-hook hands the LM head an empty slice of positions: the head computes (B, 0, V) logits, and
     the hidden states it was given are returned for ``core.logprobs.chunked_logprobs`` (issue 17: an update
-    that never holds a micro-batch's full logits).
+    that never holds a micro-batch's full logits). ``share_prompt`` as in ``completion_forward``.
     """
+    if share_prompt and (shared := shared_prompt_pass(model, rollout, starve=True, return_hidden=True)):
+        return shared[1]
     inputs, start, t = _scored_inputs(model, rollout)
     caught: list[Tensor] = []
     with _head_hook(model, caught, starve=True):
         model(**inputs)
     _check_caught(caught, t + 1 if "logits_to_keep" in inputs else inputs["input_ids"].shape[1])
     return caught[0][:, start : start + t]  # (B, T, H)
+
+
+def shared_prompt_pass(model, rollout: Rollout, *, starve: bool, return_hidden: bool):
+    """``(logits, hidden)`` as ``completion_forward`` returns them, with each distinct prompt run once.
+
+    A GRPO micro-batch holds G completions of each prompt, and a causal model's states over a prompt do not depend
+    on what follows it, so the training forward need not run the prompt G times (the shared-prefix forward of
+    Prefix Grouper, arXiv:2506.05433). The distinct prompts run once (U rows) into a KV cache; the cache rows are
+    gathered to the B completions (an index, so the backward sums each prompt's gradient over its rows, exactly
+    what B separate prompt forwards give); then the completions run on top of it. The last prompt position's
+    output predicts the first completion token; the completion's own positions predict the rest, so the last
+    completion token is never run. Logits and gradients equal ``completion_forward``'s to float rounding
+    (tests/test_shared_prompt.py). Tokens run: U * Tp + B * (T - 1) instead of B * (Tp + T).
+
+    With ``starve`` the LM head gets no positions (``completion_hidden``: logits None). Returns None when no two
+    rows share a prompt (nothing to save: the caller runs the plain forward).
+    """
+    rollout = rollout.to(next(model.parameters()).device)
+    first = int(rollout.prompt_mask.any(dim=0).int().argmax())  # columns left of it are padding in every row
+    ids, mask = rollout.prompt_ids[:, first:], rollout.prompt_mask[:, first:]  # (B, Tp)
+    unique, inverse = torch.unique(torch.cat([ids, mask], dim=1), dim=0, return_inverse=True)  # (U, 2 Tp), (B,)
+    if len(unique) == len(ids):
+        return None
+    tp, t = ids.shape[1], rollout.completion_ids.shape[1]
+    whole = torch.cat([mask, rollout.completion_mask], dim=1)  # (B, Tp + T)
+    positions = (whole.cumsum(dim=1) - 1).clamp(min=0)  # (B, Tp + T), numbered as _scored_inputs numbers them
+    store = DynamicCache(config=_unwrapped(model).config)
+    cache = {_cache_keyword(model): store}
+    keep = {"logits_to_keep": 1} if _takes_logits_to_keep(model) else {}
+    heads: list[Tensor] = []  # the LM head's inputs: the prompt pass's, then the completion pass's
+    want_heads = return_hidden or starve
+    with _head_hook(model, heads, starve=starve) if want_heads else _nothing():
+        u_ids, u_mask = unique[:, :tp], unique[:, tp:]  # (U, Tp)
+        u_positions = (u_mask.cumsum(dim=1) - 1).clamp(min=0)
+        out = model(input_ids=u_ids, attention_mask=u_mask, position_ids=u_positions, use_cache=True, **cache, **keep)
+        logits = [] if starve else [out.logits[:, -1:][inverse]]  # (B, 1, V): predicts the first completion token
+        store.batch_select_indices(inverse)  # cache rows (U, ...) -> (B, ...)
+        if t > 1:
+            out = model(
+                input_ids=rollout.completion_ids[:, :-1],
+                attention_mask=whole[:, :-1],
+                position_ids=positions[:, tp:-1],
+                use_cache=True,
+                **cache,
+            )
+            logits += [] if starve else [out.logits]  # (B, T - 1, V)
+    if want_heads:
+        if [h.shape[1] for h in heads] != [1 if keep else tp] + ([t - 1] if t > 1 else []):
+            _check_caught([], 0)  # raises: the head did not see the positions it should have
+        heads[0] = heads[0][:, -1:][inverse]  # (B, 1, H)
+    hidden = torch.cat(heads, dim=1) if return_hidden else None  # (B, T, H)
+    return (None if starve else torch.cat(logits, dim=1)), (hidden if return_hidden else None)
+
+
+def _cache_keyword(model) -> str:
+    """The forward's name for the KV cache: ``cache`` (transformers >= 5.x) or ``past_key_values``."""
+    inner = _unwrapped(model)
+    forward = getattr(inner, "forward", None) or inner.model.forward  # the LoRA reference wraps the policy in .model
+    return "cache" if "cache" in inspect.signature(forward).parameters else "past_key_values"
 
 
 def _scored_inputs(model, rollout: Rollout) -> tuple[dict, int, int]:
