@@ -197,6 +197,13 @@ class Config(_Section):
     """Compute the completions' log-probs and entropies from the final hidden states through the LM head this many
     positions at a time (neggrad.core.logprobs.chunked_logprobs), so no pass holds a micro-batch's (B, T, V) logits;
     0: off (the full logits, as TRL). Needs a plain linear LM head and reads no logits, so not with NTHR or THR."""
+    group_by_length: bool = False
+    """Form each optimizer step's micro-batches from rows of similar completion length (shortest first) and run
+    each micro-batch without the columns that are padding in all its rows; every pass of the update (training,
+    old-policy, reference, LLD) drops them. The loss of a step does not depend on how its rows are split, so this
+    changes float rounding only; it saves the compute of padding when lengths vary and a step has several
+    micro-batches (gradient_accumulation_steps > 1). With NTHR or LENS on-policy, micro-batches stay whole groups
+    and are only trimmed. Like transformers' Trainer option of this name."""
     share_prompt_forward: bool = False
     """Run each distinct prompt of a micro-batch once in the training (and old-policy, reference, LLD) forwards and
     the completions on top of its KV cache, instead of once per completion (neggrad.models.policy.shared_prompt_pass;

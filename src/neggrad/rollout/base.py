@@ -61,6 +61,21 @@ class Rollout:
             None if self.offpolicy is None else self.offpolicy[index],
         )
 
+    def trimmed(self) -> Rollout:
+        """The same rows without the columns that are padding in every row: prompt columns on the left, completion
+        columns after the longest completion. Scores at the kept positions are unchanged (padding is masked)."""
+        first = int(self.prompt_mask.any(dim=0).int().argmax()) if self.prompt_mask.numel() else 0
+        width = max(int(self.lengths.max()), 1) if self.completion_mask.numel() else self.completion_mask.shape[1]
+        return Rollout(
+            self.prompt_ids[:, first:],
+            self.prompt_mask[:, first:],
+            self.completion_ids[:, :width],
+            self.completion_mask[:, :width],
+            self.truncated,
+            self.texts,
+            None if self.offpolicy is None else self.offpolicy[:, :width],
+        )
+
 
 def concat(parts: list[Rollout], pad_token_id: int) -> Rollout:
     """Join rollouts of different padded widths into one (prompts re-padded on the left)."""

@@ -103,6 +103,24 @@ def _pass_logp(model, rollout: Rollout, rows: list[Tensor], config: Config) -> T
 
 
 def _score(forward, model, mb: Rollout, config: Config, *, hidden: bool, entropy: bool):
+    """``_score_columns`` of the micro-batch; with ``group_by_length``, of its columns that are not padding in every
+    row (``Rollout.trimmed``), the outputs padded back with zeros to the batch's width T (masked positions)."""
+    if not config.group_by_length:
+        return _score_columns(forward, model, mb, config, hidden=hidden, entropy=entropy)
+    width = mb.completion_ids.shape[1]
+    out = _score_columns(forward, model, mb.trimmed(), config, hidden=hidden, entropy=entropy)
+    return tuple(_pad_columns(x, width) for x in out)
+
+
+def _pad_columns(x: Tensor | None, width: int) -> Tensor | None:
+    """(b, t) or (b, t, ...) -> (b, width, ...) with zeros after column t."""
+    if x is None or x.shape[1] == width:
+        return x
+    pad = [0, 0] * (x.dim() - 2) + [0, width - x.shape[1]]
+    return torch.nn.functional.pad(x, pad)
+
+
+def _score_columns(forward, model, mb: Rollout, config: Config, *, hidden: bool, entropy: bool):
     """``(logits, hidden, logp, entropy, lse)`` of a micro-batch: (b, T, V) or None, (b, T, H) or None, (b, T), (b, T)
     or None, (b, T) or None. ``lse`` is the detached log-normaliser of the log-probs, which NTHR reuses instead of
     a second full-vocabulary pass. With ``logprob_chunk`` the logits are never formed (None, and no ``lse``):
@@ -132,7 +150,7 @@ def _old_policy_pass(upd: Update, rollout: Rollout, strategies: list[Strategy]) 
     config, model, n = upd.config, upd.model, upd.mask.shape[0]
     size, hidden = config.per_device_train_batch_size, any(s.hidden_states for s in strategies)
     whole = any(s.whole_groups for s in strategies)
-    chunks = _group_chunks(n, size, config.num_generations) if whole else list(torch.arange(n).split(size))
+    chunks = _group_chunks(n, size, config.num_generations) if whole else _split(torch.arange(n), size, upd)
     out = torch.zeros(rollout.completion_ids.shape, dtype=torch.float32)
     device = next(model.parameters()).device
     for idx in chunks:
@@ -153,17 +171,27 @@ def _group_chunks(n: int, size: int, group: int) -> list[Tensor]:
     return list(torch.arange(n).split(per))
 
 
-def _optimizer_chunks(n: int, config: Config) -> list[list[Tensor]]:
+def _optimizer_chunks(upd: Update) -> list[list[Tensor]]:
     """Rows of each optimizer step, split into micro-batches: ``steps_per_generation`` chunks per pass."""
+    config, n = upd.config, upd.mask.shape[0]
     if n == 0:
         return []
     order = torch.randperm(n) if config.steps_per_generation > 1 else torch.arange(n)
     per_step = math.ceil(n / config.steps_per_generation)
-    steps = []
-    for start in range(0, n, per_step):
-        rows = order[start : start + per_step]
-        steps.append(list(rows.split(config.per_device_train_batch_size)))
-    return steps
+    return [
+        _split(order[start : start + per_step], config.per_device_train_batch_size, upd)
+        for start in range(0, n, per_step)
+    ]
+
+
+def _split(rows: Tensor, size: int, upd: Update) -> list[Tensor]:
+    """``rows`` in micro-batches of ``size``; with ``group_by_length`` shortest completions first, so that each
+    micro-batch's rows have similar lengths and ``_score`` trims less of them to padding. The loss of an
+    optimizer step does not depend on how its rows are split (docs/algorithms.md §4)."""
+    if upd.config.group_by_length:
+        lengths = upd.batch.rollout.completion_mask[upd.batch.rows].sum(dim=1)  # (B,) of the update's rows
+        rows = rows[torch.sort(lengths[rows], stable=True).indices]
+    return list(rows.split(size))
 
 
 def _lld(
@@ -367,7 +395,7 @@ def policy_update(
     t0 = time.perf_counter()
     with full_parameters(model if upd.old_pass else None):  # FSDP: whole parameters, entered by every process
         old_logp = _old_policy_pass(upd, rollout, strategies) if upd.old_pass and n else None
-    all_rows = list(torch.arange(n).split(config.per_device_train_batch_size))
+    all_rows = _split(torch.arange(n), config.per_device_train_batch_size, upd)
     ref_logp = _pass_logp(ref_model, rollout, all_rows, config) if config.beta > 0 and n else None
     t_old = time.perf_counter() - t0
     before = old_logp if old_logp is not None else torch.zeros_like(mask)  # (B, T): filled by the training forward
@@ -401,5 +429,5 @@ def _plan(upd: Update, strategies: list[Strategy], dist: Dist) -> list[list[Tens
     if any(s.whole_groups for s in strategies) and not upd.old_pass and n:  # hooks in the training forward
         plan = [_group_chunks(n, config.per_device_train_batch_size, config.num_generations)]
     else:
-        plan = _optimizer_chunks(n, config)
+        plan = _optimizer_chunks(upd)
     return plan + [[] for _ in range(int(dist.max([len(plan)])[0]) - len(plan))]
