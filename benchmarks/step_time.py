@@ -21,7 +21,7 @@ What both sides share:
   old-policy pass), clipped surrogate with epsilon 0.2, ``loss_type="grpo"``, ``beta=0`` (no reference model),
   AdamW at the same learning rate, grad-norm clip 1.0, constant schedule, fp32, no gradient checkpointing, no
   evaluation, logging or checkpoints, and the same number of torch threads. Each side keeps its own optimizer
-  implementation: neggrad's ``torch.optim.AdamW`` (on CPU its default per-tensor loop) and TRL's default
+  implementation: neggrad's trainer's (``torch.optim.AdamW(fused=True)`` on the CPU) and TRL's default
   ``optim="adamw_torch_fused"``.
 
 What is timed (``time.perf_counter``). The two sides alternate step by step, so a change in the load of a
@@ -172,16 +172,11 @@ class NeggradSteps:
 
     def __init__(self, cfg, model, tokenizer, task, total_steps: int):
         from neggrad.rollout import build_rollout
-        from neggrad.trainer.loop import lr_lambda
+        from neggrad.trainer.loop import _adamw, lr_lambda
 
         self.cfg, self.model, self.task = cfg, model, task
         self.engine = build_rollout(model, tokenizer, cfg)  # --rollout: generate or the lean loop
-        self.optimizer = torch.optim.AdamW(
-            model.parameters(),
-            lr=cfg.learning_rate,
-            betas=(cfg.adam_beta1, cfg.adam_beta2),
-            weight_decay=cfg.weight_decay,
-        )
+        self.optimizer = _adamw(model, cfg)  # the trainer's own: fused AdamW on the CPU
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(cfg, total_steps))
         self.cursor = 0
         self.records: list[dict] = []
