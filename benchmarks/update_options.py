@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> None:
     batches = sample_batches(configs["plain"], model, tokenizer, args.batches)
     lengths = torch.cat([b.rollout.lengths for b in batches]).float()
     times: dict[str, list[float]] = {name: [] for name in ARMS}
-    for name, config in configs.items():  # warm-up
+    for config in configs.values():  # warm-up
         time_update(config, model, batches[0])
     for _ in range(args.trials):
         for name, config in configs.items():
