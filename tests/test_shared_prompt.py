@@ -5,7 +5,6 @@ import json
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from neggrad.config import ConfigError, build_config
 from neggrad.models.policy import completion_forward, completion_hidden, shared_prompt_pass
@@ -14,7 +13,7 @@ from neggrad.models.testbed.tokenizer import build_tokenizer
 from neggrad.rollout.base import Rollout
 from neggrad.rollout.hf import HFRollout
 from tests.test_frontier_train import PARITY, run
-from tests.tiny_chat import build_tiny_chat_model
+from tests.test_lean_rollout import eos_biased_tiny_model
 
 
 @pytest.fixture(scope="module")
@@ -26,16 +25,7 @@ def testbed():
 @pytest.fixture(scope="module")
 def chat(tmp_path_factory):
     """The tiny SmolLM2-shaped chat model, its head biased towards EOS so that rows end at different steps."""
-    folder = build_tiny_chat_model(tmp_path_factory.mktemp("tiny-chat"))
-    tokenizer = AutoTokenizer.from_pretrained(folder, padding_side="left")
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
-    head = torch.nn.Linear(model.config.hidden_size, model.config.vocab_size, bias=True)
-    with torch.no_grad():
-        head.weight.copy_(model.lm_head.weight)
-        head.bias.zero_()
-        head.bias[tokenizer.eos_token_id] = 3.0
-    model.lm_head = head
-    return model, tokenizer
+    return eos_biased_tiny_model(tmp_path_factory.mktemp("tiny-chat"))
 
 
 def _rollout(model, tokenizer, prompts, *, G=3, length=12, seed=0) -> Rollout:
