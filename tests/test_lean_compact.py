@@ -7,8 +7,9 @@ from transformers import StaticCache
 
 from neggrad.config import ConfigError, build_config
 from neggrad.rollout import build_rollout
+from neggrad.rollout.base import distinct_rows
 from neggrad.rollout.hf import HFRollout, completion_mask_from_ids
-from neggrad.rollout.lean import LeanHFRollout, distinct_rows, filter_scores
+from neggrad.rollout.lean import LeanHFRollout, filter_scores
 from neggrad.rollout.slim import slim_decode_step, supports
 from tests.test_lean_rollout import PROMPTS, SETTINGS, eos_biased_tiny_model
 

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 from transformers import DynamicCache
 
-from neggrad.rollout.base import Rollout
+from neggrad.rollout.base import Rollout, distinct_rows
 
 
 def completion_forward(
@@ -79,8 +79,8 @@ def shared_prompt_pass(model, rollout: Rollout, *, starve: bool, return_hidden: 
     rollout = rollout.to(next(model.parameters()).device)
     first = int(rollout.prompt_mask.any(dim=0).int().argmax())  # columns left of it are padding in every row
     ids, mask = rollout.prompt_ids[:, first:], rollout.prompt_mask[:, first:]  # (B, Tp)
-    unique, inverse = torch.unique(torch.cat([ids, mask], dim=1), dim=0, return_inverse=True)  # (U, 2 Tp), (B,)
-    if len(unique) == len(ids):
+    first_rows, inverse = distinct_rows(ids, mask)  # (U,), (B,)
+    if len(first_rows) == len(ids):
         return None
     tp, t = ids.shape[1], rollout.completion_ids.shape[1]
     whole = torch.cat([mask, rollout.completion_mask], dim=1)  # (B, Tp + T)
@@ -91,7 +91,7 @@ def shared_prompt_pass(model, rollout: Rollout, *, starve: bool, return_hidden: 
     heads: list[Tensor] = []  # the LM head's inputs: the prompt pass's, then the completion pass's
     want_heads = return_hidden or starve
     with _head_hook(model, heads, starve=starve) if want_heads else _nothing():
-        u_ids, u_mask = unique[:, :tp], unique[:, tp:]  # (U, Tp)
+        u_ids, u_mask = ids[first_rows], mask[first_rows]  # (U, Tp)
         u_positions = (u_mask.cumsum(dim=1) - 1).clamp(min=0)
         out = model(input_ids=u_ids, attention_mask=u_mask, position_ids=u_positions, use_cache=True, **cache, **keep)
         logits = [] if starve else [out.logits[:, -1:][inverse]]  # (B, 1, V): predicts the first completion token

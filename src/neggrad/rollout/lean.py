@@ -36,6 +36,7 @@ import torch
 from torch import Tensor
 from transformers import GenerationConfig, StaticCache
 
+from neggrad.rollout.base import distinct_rows
 from neggrad.rollout.hf import HFRollout
 from neggrad.rollout.slim import slim_decode_step
 
@@ -287,20 +288,3 @@ class LeanHFRollout(HFRollout):
                 ~allowed[:, None, None, :], torch.finfo(model.dtype).min
             )
         return allowed.long()
-
-
-def distinct_rows(input_ids: Tensor, attention_mask: Tensor) -> tuple[Tensor, Tensor]:
-    """(B, T) prompt rows -> ``first``: (U,) the first row of each distinct (ids, mask) row, in batch order, and
-    ``inverse``: (B,) which of them each row equals (``input_ids[first][inverse] == input_ids``)."""
-    batch = input_ids.shape[0]
-    _, inverse = torch.unique(
-        torch.cat([input_ids, attention_mask.to(input_ids.dtype)], 1), dim=0, return_inverse=True
-    )
-    rows = torch.arange(batch, device=input_ids.device)
-    first = torch.full((int(inverse.max()) + 1,), batch, device=input_ids.device).scatter_reduce(
-        0, inverse, rows, reduce="amin"
-    )
-    order = first.argsort()  # number the distinct rows by first appearance
-    rank = torch.empty_like(order)
-    rank[order] = torch.arange(len(order), device=input_ids.device)
-    return first[order], rank[inverse]
