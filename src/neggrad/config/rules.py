@@ -104,6 +104,11 @@ def combinations(config: Config) -> None:
             "share_prompt_forward runs the completions on the prompts' KV cache, which gradient checkpointing turns "
             "off: set one of share_prompt_forward and model.gradient_checkpointing to false"
         )
+    if config.remove_padding and config.model.gradient_checkpointing:
+        raise ValueError(
+            "remove_padding runs its own forward, without gradient checkpointing: set one of remove_padding and "
+            "model.gradient_checkpointing to false"
+        )
     frontier(config)
     from neggrad import strategies  # noqa: PLC0415 (strategies import this module)
 

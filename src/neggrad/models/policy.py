@@ -9,11 +9,12 @@ import torch
 from torch import Tensor
 from transformers import DynamicCache
 
+from neggrad.models.packed import packed_pass
 from neggrad.rollout.base import Rollout, distinct_rows
 
 
 def completion_forward(
-    model, rollout: Rollout, *, return_hidden: bool = False, share_prompt: bool = False
+    model, rollout: Rollout, *, return_hidden: bool = False, share_prompt: bool = False, packed: bool = False
 ) -> tuple[Tensor, Tensor | None]:
     """Logits (and optionally LM-head inputs) at the positions that predict each completion token.
 
@@ -25,11 +26,16 @@ def completion_forward(
     keeps every layer). NTHR needs exactly this h (arXiv:2505.18830 Eq. 7, the h of docs/algorithms.md §7.1).
 
     ``share_prompt``: rows with the same prompt run it once (``shared_prompt_pass``) when any two rows share one.
+    ``packed``: the forward over real tokens only (``neggrad.models.packed``, option ``remove_padding``); logits and
+    hidden states are zeros at padding positions.
 
     Returns:
         ``(logits, hidden)``: (B, T, V) logits, row i column t predicting ``rollout.completion_ids[i, t]``,
         and (B, T, H) hidden states at the same positions (None unless ``return_hidden``).
     """
+    if packed:
+        logits, hidden = packed_pass(model, rollout, share_prompt=share_prompt, logits=True)
+        return logits, hidden if return_hidden else None
     if share_prompt and (shared := shared_prompt_pass(model, rollout, starve=False, return_hidden=return_hidden)):
         return shared
     inputs, start, t = _scored_inputs(model, rollout)
@@ -43,14 +49,16 @@ def completion_forward(
     return logits, caught[0][:, start : start + t]  # (B, T, H)
 
 
-def completion_hidden(model, rollout: Rollout, *, share_prompt: bool = False) -> Tensor:
+def completion_hidden(model, rollout: Rollout, *, share_prompt: bool = False, packed: bool = False) -> Tensor:
     """(B, T, H) LM-head inputs at the positions that predict each completion token, without the logits.
 
     The same forward as ``completion_forward`` (through ``model``, so a DDP wrapper's hooks still run), but
     the forward pre-hook hands the LM head an empty slice of positions: the head computes (B, 0, V) logits, and
     the hidden states it was given are returned for ``core.logprobs.chunked_logprobs`` (issue 17: an update
-    that never holds a micro-batch's full logits). ``share_prompt`` as in ``completion_forward``.
+    that never holds a micro-batch's full logits). ``share_prompt`` and ``packed`` as in ``completion_forward``.
     """
+    if packed:
+        return packed_pass(model, rollout, share_prompt=share_prompt, logits=False)[1]
     if share_prompt and (shared := shared_prompt_pass(model, rollout, starve=True, return_hidden=True)):
         return shared[1]
     inputs, start, t = _scored_inputs(model, rollout)

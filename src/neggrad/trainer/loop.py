@@ -37,6 +37,7 @@ from neggrad.config import (
 from neggrad.core.groups import KINDS
 from neggrad.feedback.build import close_judges
 from neggrad.models.load import load_policy, reference_model
+from neggrad.models.packed import check as check_packed
 from neggrad.models.policy import linear_head
 from neggrad.rollout import build_rollout
 from neggrad.rollout.base import Rollout
@@ -193,6 +194,11 @@ class Trainer:
             except ValueError as err:
                 raise ConfigError(str(err)) from None
         self.ref_model = reference_model(self.model, cfg, resumed=checkpoint is not None) if cfg.beta > 0 else None
+        if cfg.remove_padding:
+            try:
+                check_packed(self.model, self.ref_model, launched=dist.accelerator is not None)
+            except ValueError as err:
+                raise ConfigError(str(err)) from None
         self.task = build_task(cfg, tokenizer=self.tokenizer)
         self.eval_set = self.task.eval_examples()
         self.engine = build_rollout(self.model, self.tokenizer, cfg)  # rollout.backend: hf or vllm

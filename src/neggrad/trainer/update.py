@@ -127,14 +127,16 @@ def _score_columns(forward, model, mb: Rollout, config: Config, *, hidden: bool,
     log-probs and entropies come from the LM-head inputs a chunk of positions at a time
     (neggrad.core.logprobs.chunked_logprobs)."""
     if config.logprob_chunk:
-        h = completion_hidden(forward, mb, share_prompt=config.share_prompt_forward)  # (b, T, H)
+        h = completion_hidden(forward, mb, share_prompt=config.share_prompt_forward, packed=config.remove_padding)
         weight, bias = linear_head(model, "logprob_chunk")
         ids = mb.completion_ids.to(h.device)
         logp, ent = chunked_logprobs(h, weight, bias, ids, temperature=config.temperature, chunk=config.logprob_chunk)
         if config.entropy_coef == 0:
             ent = ent.detach()
         return None, h if hidden else None, logp, ent if entropy else None, None
-    logits, h = completion_forward(forward, mb, return_hidden=hidden, share_prompt=config.share_prompt_forward)
+    logits, h = completion_forward(
+        forward, mb, return_hidden=hidden, share_prompt=config.share_prompt_forward, packed=config.remove_padding
+    )
     logp, lse = token_logprobs(logits, mb.completion_ids, temperature=config.temperature, return_lse=True)  # (b, T)
     ent = None
     if entropy:
