@@ -53,15 +53,18 @@ bound, which decodes every row to the batch's width, is then no longer a bound, 
 
 On a machine shared with other work the figures are noisy: run it twice and compare. With more torch threads
 than free cores, OpenMP threads that spin-wait for a descheduled peer stall every parallel op (measured with 2
-threads next to a busy process: a step 4-25x slower, AdamW's step 0.9 s instead of 7 ms). So the script sets
-``OMP_WAIT_POLICY=PASSIVE`` (idle threads sleep) unless the environment already sets it; both sides run under
-the same policy. Set ``OMP_WAIT_POLICY`` in the environment to override it.
+threads next to a busy process: a step 4-25x slower, AdamW's step 0.9 s instead of 7 ms); on an idle machine,
+threads that sleep at once make every short op wait for a wake-up. The script chooses the policy as the
+``neggrad`` command does (``neggrad.cli.omp_wait_policy``: ``PASSIVE`` unless every thread has a free core,
+libgomp's spin-then-sleep otherwise), so it times what a user's run gets; both sides run under the same policy.
+Set ``OMP_WAIT_POLICY`` in the environment to override it.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import importlib
 import json
 import os
 import statistics
@@ -75,8 +78,8 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-# Idle OpenMP threads sleep instead of spinning; read when torch loads, so set before the import (see docstring).
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# The OpenMP wait policy the `neggrad` command would choose; read when torch loads, so before the import.
+importlib.import_module("neggrad.cli")  # sets OMP_WAIT_POLICY as the command does
 
 import torch  # noqa: E402
 
@@ -377,7 +380,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     print(
         f"median of {args.steps} interleaved steps per side after {args.warmup} warm-up step(s), "
-        f"OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}, load average at the end "
+        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'libgomp default')}, load average at the end "
         f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}"
         + (f"; neggrad overrides: {' '.join(args.overrides)}" if args.overrides else "")
     )
@@ -419,7 +422,7 @@ def main(argv: list[str] | None = None) -> None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         settings = {k: v for k, v in vars(args).items() if k != "json"}
         settings.update(
-            omp_wait_policy=os.environ["OMP_WAIT_POLICY"],
+            omp_wait_policy=os.environ.get("OMP_WAIT_POLICY", "libgomp default"),
             loss_type=LOSS_TYPE,
             epsilon=EPSILON,
             beta=0.0,

@@ -31,9 +31,64 @@ from neggrad.config import (
     read_yaml,
 )
 
-# Idle OpenMP threads sleep instead of spinning: with another busy process on a small CPU, spinning made
-# steps 4-25x slower (measured on 2 cores, benchmarks/step_time.py). Must be set before torch loads.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+def omp_wait_policy(cpus: int, busy: float, threads: int) -> str | None:
+    """What idle OpenMP threads should do: ``PASSIVE`` (sleep at once) unless each of ``threads`` torch threads
+    has a free core (``busy`` cores in use by other work, plus ``threads``, within ``cpus`` + 0.5); then None,
+    libgomp's own policy: spin briefly, then sleep.
+
+    A small model's step is thousands of short parallel ops, and a sleeping thread must be woken for each. Testbed
+    update, 2 threads on 2 cores (docs/troubleshooting.md): on an idle machine 0.18 s with libgomp's policy and
+    0.26-0.62 s passive, slower than one thread (0.28 s); next to a busy process 0.78 s with libgomp's policy
+    and 0.30 s passive, because a spinning thread then waits for a peer that is not running.
+    """
+    return None if busy + threads <= cpus + 0.5 else "PASSIVE"
+
+
+def busy_cores(sample_s: float = 0.1) -> float | None:
+    """Cores in use by other processes, from ``/proc/stat`` over ``sample_s`` seconds this process sleeps through;
+    None where there is no ``/proc/stat``."""
+    import time
+
+    def totals() -> tuple[int, int] | None:
+        try:
+            with open("/proc/stat") as f:
+                fields = [int(x) for x in f.readline().split()[1:]]
+        except (OSError, ValueError):
+            return None
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+        return sum(fields[:8]), idle  # user .. steal (guest time is counted inside user)
+
+    before = totals()
+    time.sleep(sample_s)
+    after = totals()
+    if before is None or after is None or after[0] <= before[0]:
+        return None
+    share = 1 - (after[1] - before[1]) / (after[0] - before[0])
+    return share * (os.cpu_count() or 1)
+
+
+def _choose_omp_wait_policy(environ=os.environ) -> None:
+    """Set ``OMP_WAIT_POLICY`` by ``omp_wait_policy`` unless the environment sets it. Must run before torch loads.
+    Other work measured now, not later: a run started next to this one later finds this one's threads busy."""
+    if "OMP_WAIT_POLICY" in environ:
+        return
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    try:
+        threads = max(1, int(environ.get("OMP_NUM_THREADS") or cpus))
+    except ValueError:
+        threads = cpus
+    if threads == 1:
+        return  # no peer thread to wait for
+    busy = busy_cores()
+    if busy is None:
+        busy = os.getloadavg()[0] if hasattr(os, "getloadavg") else float(cpus)
+    policy = omp_wait_policy(cpus, busy, threads)
+    if policy:
+        environ["OMP_WAIT_POLICY"] = policy
+
+
+_choose_omp_wait_policy()
 
 # a run of `neggrad compare --jobs N` logs bare lines: the parent prefixes each with the time and the run
 _PLAIN = bool(os.environ.get("NEGGRAD_PLAIN_LOG"))
