@@ -28,12 +28,12 @@ from __future__ import annotations
 
 import argparse
 import copy
+import importlib
 import json
-import os
 import statistics
 import time
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+importlib.import_module("neggrad.cli")  # the OpenMP wait policy the `neggrad` command chooses (step_time.py)
 
 import torch  # noqa: E402
 

@@ -28,6 +28,7 @@ Times are medians of ``--trials`` (after a warm-up run on CUDA). Ratios are agai
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import statistics
@@ -40,7 +41,7 @@ if os.environ.get("MALLOC_MMAP_THRESHOLD_") is None and sys.platform.startswith(
     # freed large tensors must leave the resident set at once for the CPU peak to mean anything (update_memory.py)
     os.environ["MALLOC_MMAP_THRESHOLD_"] = "65536"
     os.execv(sys.executable, [sys.executable, *sys.argv])
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+importlib.import_module("neggrad.cli")  # the OpenMP wait policy the `neggrad` command chooses (step_time.py)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import torch  # noqa: E402

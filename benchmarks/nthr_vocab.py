@@ -16,12 +16,12 @@ median and the minimum), the Jaccard overlap of the selected token sets, and the
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
-import os
 import statistics
 import time
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+importlib.import_module("neggrad.cli")  # the OpenMP wait policy the `neggrad` command chooses (step_time.py)
 
 import torch  # noqa: E402
 

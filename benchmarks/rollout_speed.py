@@ -35,6 +35,7 @@ loaded the machine was.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import statistics
@@ -43,7 +44,7 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see step_time.py: spinning threads on a shared CPU
+importlib.import_module("neggrad.cli")  # the OpenMP wait policy the `neggrad` command chooses (step_time.py)
 
 import torch  # noqa: E402
 from transformers import AutoModelForCausalLM, StaticCache  # noqa: E402

@@ -1,30 +1,34 @@
-"""The training forward + backward of one micro-batch with and without ``share_prompt_forward``, same model and batch.
+"""The training forward + backward of one micro-batch with and without the options that skip work, same batch.
 
     python benchmarks/shared_prompt.py                                    # testbed model, P=8 x G=8, 12 + 32 tokens
     python benchmarks/shared_prompt.py --arch smollm2-135m --prompts 2 --prompt-len 120 --completion-len 48
 
-A GRPO micro-batch holds G completions of each prompt. The plain forward runs prompt + completion for every row;
-with ``share_prompt_forward`` each distinct prompt runs once and the completions run on its KV cache
-(``neggrad.models.policy.shared_prompt_pass``). This times what the update does per micro-batch: the forward to
-the completion log-probs (``completion_forward``), their masked sum, and its backward, arm after arm, trial by
-trial, and prints the median seconds, the ratio shared / plain and the tokens each arm runs through the model.
+A GRPO micro-batch holds G completions of each prompt, padded on both sides. Arms: ``plain`` runs prompt +
+completion for every row through the model; ``shared`` (``share_prompt_forward``) runs each distinct prompt
+once and the completions on its KV cache (``neggrad.models.policy.shared_prompt_pass``); ``packed``
+(``remove_padding``) runs the real tokens only (``neggrad.models.packed``); ``packed+shared`` both. This times
+what the update does per micro-batch: the forward to the completion log-probs (``completion_forward``), their
+masked sum, and its backward, arm after arm, trial by trial, and prints each arm's median seconds, its ratio to
+the first arm and the tokens it runs through the model. The OpenMP wait policy is the one the ``neggrad``
+command would choose (step_time.py).
 
 Random weights (``random_model.arch_config`` for a real architecture, or the testbed's), random token ids: the
 timing depends on the shapes, not on what the tokens say. Prompts are left padded to one width, as a batch of
-prompts of different lengths is; each completion ends at a random length (EOS, then padding), so both arms see
+prompts of different lengths is; each completion ends at a random length (EOS, then padding), so every arm sees
 the same masks. Nothing is downloaded.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import statistics
 import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see step_time.py: idle OpenMP threads sleep
+importlib.import_module("neggrad.cli")  # the OpenMP wait policy the `neggrad` command chooses (see step_time.py)
 
 import torch  # noqa: E402
 
@@ -70,17 +74,35 @@ def batch(vocab: int, prompts: int, G: int, prompt_len: int, completion_len: int
     return Rollout(ids, mask, c_ids, c_mask, ends == completion_len, [""] * B)
 
 
-def step(model, rollout, share: bool) -> float:
+ARMS = {"plain": {}, "shared": {"share_prompt": True}, "packed": {"packed": True}}
+ARMS["packed+shared"] = {"packed": True, "share_prompt": True}
+
+
+def step(model, rollout, how: dict) -> float:
     """Seconds of one forward to the completion log-probs, their masked sum and its backward."""
     from neggrad.core.logprobs import token_logprobs
     from neggrad.models.policy import completion_forward
 
     model.zero_grad(set_to_none=True)
     start = time.perf_counter()
-    logits, _ = completion_forward(model, rollout, share_prompt=share)
+    logits, _ = completion_forward(model, rollout, **how)
     logp = token_logprobs(logits, rollout.completion_ids)
     (logp * rollout.completion_mask).sum().backward()
     return time.perf_counter() - start
+
+
+def tokens_run(rollout, name: str, prompts: int) -> int:
+    """Tokens each arm runs through the model."""
+    B, tp, t = rollout.completion_ids.shape[0], rollout.prompt_ids.shape[1], rollout.completion_ids.shape[1]
+    if name == "plain":
+        return B * (tp + t)
+    if name == "shared":
+        return prompts * tp + B * (t - 1)
+    real_prompts = rollout.prompt_mask.sum(dim=1)
+    needed = int((rollout.completion_mask.sum(dim=1) - 1).clamp(min=0).sum())
+    if name == "packed":
+        return int(real_prompts.sum()) + needed
+    return int(real_prompts[:: B // prompts].sum()) + needed  # packed+shared: rows come in groups of G
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -93,27 +115,34 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--completion-len", type=int, default=32, help="the longest completion, in tokens")
     parser.add_argument("--trials", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--arms", default=",".join(ARMS), help=f"comma-separated, of {', '.join(ARMS)}")
     args = parser.parse_args(argv)
+    arms = args.arms.split(",")
     torch.set_num_threads(args.threads)
     model, vocab = build(args.arch, args.layers)
     model.train()
     rollout = batch(vocab, args.prompts, args.num_generations, args.prompt_len, args.completion_len)
     B, tp, t = rollout.completion_ids.shape[0], rollout.prompt_ids.shape[1], rollout.completion_ids.shape[1]
-    times: dict[bool, list[float]] = {False: [], True: []}
-    for share in (False, True):  # warm-up
-        step(model, rollout, share)
+    times: dict[str, list[float]] = {name: [] for name in arms}
+    for name in arms:  # warm-up
+        step(model, rollout, ARMS[name])
     for _ in range(args.trials):
-        for share in (False, True):
-            times[share].append(step(model, rollout, share))
-    plain, shared = statistics.median(times[False]), statistics.median(times[True])
+        for name in arms:
+            times[name].append(step(model, rollout, ARMS[name]))
+    medians = {name: statistics.median(times[name]) for name in arms}
     layers = model.config.num_hidden_layers
     print(
         f"{args.arch} ({layers} layers, V={vocab}), {args.prompts} prompts x G={args.num_generations} = {B} rows, "
-        f"prompts up to {tp} tokens, completions up to {t}; {args.threads} thread(s), median of {args.trials}"
+        f"prompts up to {tp} tokens, completions up to {t} (mean {float(rollout.lengths.float().mean()):.1f}); "
+        f"{args.threads} thread(s), OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'libgomp default')}, "
+        f"median of {args.trials}"
     )
-    print(f"plain  forward + backward: {plain:.3f} s, {B * (tp + t)} tokens run")
-    print(f"shared forward + backward: {shared:.3f} s, {args.prompts * tp + B * (t - 1)} tokens run")
-    print(f"shared / plain: {shared / plain:.2f}")
+    first = medians[arms[0]]
+    for name in arms:
+        print(
+            f"{name:<14} forward + backward: {medians[name]:.3f} s, {tokens_run(rollout, name, args.prompts)} tokens "
+            f"run, {medians[name] / first:.2f} x {arms[0]}"
+        )
 
 
 if __name__ == "__main__":

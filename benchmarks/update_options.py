@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import argparse
 import copy
+import importlib
 import os
 import statistics
 import time
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see step_time.py: idle OpenMP threads sleep
+importlib.import_module("neggrad.cli")  # the OpenMP wait policy the `neggrad` command chooses (step_time.py)
 
 import torch  # noqa: E402
 
