@@ -4,7 +4,7 @@
     python benchmarks/demo_time.py --seeds 5 --json runs/demo_time.json
     python benchmarks/demo_time.py --seeds 1 max_steps=20   # extra arguments go to `neggrad demo` as overrides
 
-Issue 17's target: on 2 idle CPU cores a fresh clone's ``make demo`` (set-up ~70 s, then ``neggrad demo``) takes
+Issue 17's target: on 2 idle CPU cores a fresh clone's ``make demo`` (set-up ~55 s, then ``neggrad demo``) takes
 <= 3 minutes, and every seed gains >= 10 points of held-out greedy accuracy. Each seed runs ``neggrad demo
 seed=S`` in a subprocess with ``NEGGRAD_CACHE`` set to a fresh temporary folder, so the SFT warm start (which
 depends on the seed) is trained, not loaded: the time is what a fresh clone pays after set-up. Nothing is
