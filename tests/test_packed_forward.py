@@ -106,8 +106,10 @@ def test_gradient_checkpointing_refuses_it():
         [PARITY, "method=nthr"],  # hidden states and logits for NTHR's token scores
         [PARITY, "num_iterations=2", "beta=0.04", "share_prompt_forward=true"],  # old-policy and reference passes
         [PARITY, "logprob_chunk=5", "lld.enabled=true"],  # the hidden-state path and LLD's after-pass
+        # micro-batches of 4 sorted by length and trimmed, then packed
+        [PARITY, "group_by_length=true", "per_device_train_batch_size=4", "gradient_accumulation_steps=2"],
     ],
-    ids=["dapo+shared", "nthr", "2iter+kl+shared", "chunk+lld"],
+    ids=["dapo+shared", "nthr", "2iter+kl+shared", "chunk+lld", "grouped"],
 )
 def test_training_without_padding_equals_training_with(tmp_path, extra):
     plain, _, w_plain = run(tmp_path / "plain", *extra, steps=2)

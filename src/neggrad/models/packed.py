@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from neggrad.rollout.base import Rollout, distinct_rows
+from neggrad.rollout.slim import fused_weights, mlp_block, rms_norm, rotary
 
 
 def check(model, reference=None, *, launched: bool = False) -> None:
@@ -77,7 +78,7 @@ def packed_pass(model, rollout: Rollout, *, share_prompt: bool, logits: bool) ->
         rows, inverse = distinct_rows(p_ids, p_mask.long())  # (U,), (B,)
     else:
         rows = inverse = torch.arange(batch, device=p_ids.device)
-    layers = [_fused(layer) for layer in base.layers]
+    layers = [fused_weights(layer, detach=False) for layer in base.layers]
     config = model.config
     shape = _Shape(
         heads=config.num_attention_heads,
@@ -134,10 +135,9 @@ def _run(base, layers, shape: _Shape, ids: Tensor, run: Tensor, pos: Tensor, att
     h, kv, d = shape.heads, shape.kv_heads, shape.head_dim
     kept = []
     for i, w in enumerate(layers):
-        y = F.rms_norm(x, (x.shape[-1],), w["norm1"], w["eps"])
+        y = rms_norm(x, w["norm1"], w["eps"])
         qkv = F.linear(y, w["qkv"], w["qkv_bias"]).view(-1, h + 2 * kv, d)  # (N, h + 2kv, D)
-        qk = qkv[:, : h + kv]
-        qk = qk * cos + torch.cat((-qk[..., d // 2 :], qk[..., : d // 2]), dim=-1) * sin
+        qk = rotary(qkv[:, : h + kv], cos, sin)  # queries and keys rotated together
         grid = qkv.new_zeros(r * length, h + 2 * kv, d).index_copy(0, flat, torch.cat([qk, qkv[:, h + kv :]], 1))
         grid = grid.view(r, length, h + 2 * kv, d).transpose(1, 2)  # (R, h + 2kv, L, D)
         q, k, v = grid[:, :h], grid[:, h : h + kv], grid[:, h + kv :]
@@ -147,30 +147,6 @@ def _run(base, layers, shape: _Shape, ids: Tensor, run: Tensor, pos: Tensor, att
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn, enable_gqa=h != kv)  # (R, h, L, D)
         out = out.transpose(1, 2).reshape(r * length, h * d)[flat]  # (N, h * D)
         x = x + F.linear(out, w["o"], w["o_bias"])
-        y = F.rms_norm(x, (x.shape[-1],), w["norm2"], w["eps"])
-        gate, up = F.linear(y, w["gate_up"], w["gate_up_bias"]).chunk(2, dim=-1)
-        x = x + F.linear(F.silu(gate) * up, w["down"], w["down_bias"])
-    x = F.rms_norm(x, (x.shape[-1],), base.norm.weight, base.norm.variance_epsilon)
+        x = x + mlp_block(w, x)
+    x = rms_norm(x, base.norm.weight, base.norm.variance_epsilon)
     return x.new_zeros(r * length, x.shape[1]).index_copy(0, flat, x), kept
-
-
-def _fused(layer) -> dict:
-    """One decoder layer's weights with q/k/v and gate/up concatenated (differentiably: the gradients reach the
-    model's own parameters)."""
-    attn, mlp = layer.self_attn, layer.mlp
-    projections = (attn.q_proj, attn.k_proj, attn.v_proj)
-    has_bias = any(p.bias is not None for p in projections)
-    biases = [p.bias if p.bias is not None else p.weight.new_zeros(p.out_features) for p in projections]
-    return {
-        "norm1": layer.input_layernorm.weight,
-        "norm2": layer.post_attention_layernorm.weight,
-        "eps": layer.input_layernorm.variance_epsilon,
-        "qkv": torch.cat([p.weight for p in projections]),
-        "qkv_bias": torch.cat(biases) if has_bias else None,
-        "o": attn.o_proj.weight,
-        "o_bias": attn.o_proj.bias,
-        "gate_up": torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]),
-        "gate_up_bias": None if mlp.gate_proj.bias is None else torch.cat([mlp.gate_proj.bias, mlp.up_proj.bias]),
-        "down": mlp.down_proj.weight,
-        "down_bias": mlp.down_proj.bias,
-    }

@@ -67,7 +67,7 @@ class SlimDecodeStep:
         config = model.config
         self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
         self.heads, self.kv_heads = config.num_attention_heads, config.num_key_value_heads
-        self.layers = [_fused(layer) for layer in base.layers]
+        self.layers = [fused_weights(layer) for layer in base.layers]
 
     @torch.no_grad()
     def __call__(self, token: Tensor, position: Tensor, allowed: Tensor, slot: int, cache: StaticCache) -> Tensor:
@@ -78,16 +78,16 @@ class SlimDecodeStep:
         mask = allowed[:, None, None, :]  # (n, 1, 1, L)
         for weights, layer in zip(self.layers, cache.layers, strict=True):
             hidden = hidden + self._attention(weights, hidden, cos, sin, mask, slot, layer)
-            hidden = hidden + self._mlp(weights, hidden)
-        return self.head(_rms_norm(hidden[:, 0], self.norm.weight, self.norm.variance_epsilon))
+            hidden = hidden + mlp_block(weights, hidden)
+        return self.head(rms_norm(hidden[:, 0], self.norm.weight, self.norm.variance_epsilon))
 
     def _attention(self, w: dict, hidden: Tensor, cos: Tensor, sin: Tensor, mask: Tensor, slot: int, layer) -> Tensor:
         """The attention block of one layer for the step's rows; writes its keys and values into ``layer``."""
         n, d = hidden.shape[0], self.head_dim
-        x = _rms_norm(hidden, w["norm1"], w["eps"])
+        x = rms_norm(hidden, w["norm1"], w["eps"])
         qkv = F.linear(x, w["qkv"], w["qkv_bias"]).view(n, self.heads + 2 * self.kv_heads, d)
         qk = qkv[:, : self.heads + self.kv_heads, None, :]  # (n, h + kv, 1, D)
-        qk = qk * cos + torch.cat((-qk[..., d // 2 :], qk[..., : d // 2]), dim=-1) * sin
+        qk = rotary(qk, cos, sin)
         q, k = qk[:, : self.heads], qk[:, self.heads :]  # (n, h, 1, D), (n, kv, 1, D)
         layer.keys[:, :, slot] = k[:, :, 0]
         layer.values[:, :, slot] = qkv[:, self.heads + self.kv_heads :]
@@ -97,36 +97,44 @@ class SlimDecodeStep:
         out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask[..., filled], enable_gqa=gqa)  # (n,h,1,D)
         return F.linear(out.reshape(n, 1, self.heads * d), w["o"], w["o_bias"])
 
-    @staticmethod
-    def _mlp(w: dict, hidden: Tensor) -> Tensor:
-        """The MLP block of one layer: down(silu(gate(x)) * up(x)) with gate and up as one product."""
-        gate, up = F.linear(_rms_norm(hidden, w["norm2"], w["eps"]), w["gate_up"], w["gate_up_bias"]).chunk(2, dim=-1)
-        return F.linear(F.silu(gate) * up, w["down"], w["down_bias"])
 
-
-def _fused(layer) -> dict:
-    """One decoder layer's weights for ``SlimDecodeStep``: q/k/v and gate/up concatenated, the rest as is."""
+def fused_weights(layer, *, detach: bool = True) -> dict:
+    """One decoder layer's weights with q/k/v and gate/up concatenated, the rest as is. ``detach``: copies cut from
+    the autograd graph (the decode step's); otherwise concatenated differentiably, so that gradients reach the
+    model's own parameters (``neggrad.models.packed``, the training forward)."""
     attn, mlp = layer.self_attn, layer.mlp
     projections = (attn.q_proj, attn.k_proj, attn.v_proj)
     biases = [p.bias if p.bias is not None else p.weight.new_zeros(p.out_features) for p in projections]
     has_bias = any(p.bias is not None for p in projections)
+    cut = (lambda t: t.detach()) if detach else (lambda t: t)
     return {
         "norm1": layer.input_layernorm.weight,
         "norm2": layer.post_attention_layernorm.weight,
         "eps": layer.input_layernorm.variance_epsilon,
-        "qkv": torch.cat([p.weight for p in projections]).detach(),
-        "qkv_bias": torch.cat(biases).detach() if has_bias else None,
+        "qkv": cut(torch.cat([p.weight for p in projections])),
+        "qkv_bias": cut(torch.cat(biases)) if has_bias else None,
         "o": attn.o_proj.weight,
         "o_bias": attn.o_proj.bias,
-        "gate_up": torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]).detach(),
-        "gate_up_bias": None
-        if mlp.gate_proj.bias is None
-        else torch.cat([mlp.gate_proj.bias, mlp.up_proj.bias]).detach(),
+        "gate_up": cut(torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight])),
+        "gate_up_bias": None if mlp.gate_proj.bias is None else cut(torch.cat([mlp.gate_proj.bias, mlp.up_proj.bias])),
         "down": mlp.down_proj.weight,
         "down_bias": mlp.down_proj.bias,
     }
 
 
-def _rms_norm(x: Tensor, weight: Tensor, eps: float) -> Tensor:
+def rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """The rotary embedding of ``x`` (..., D): ``x cos + rotate_half(x) sin``, as transformers' Llama / Qwen2."""
+    d = x.shape[-1]
+    return x * cos + torch.cat((-x[..., d // 2 :], x[..., : d // 2]), dim=-1) * sin
+
+
+def mlp_block(w: dict, hidden: Tensor) -> Tensor:
+    """The MLP block of one layer on ``hidden`` (..., H): down(silu(gate(x)) * up(x)) with gate and up as one
+    product, x the post-attention RMSNorm of ``hidden``."""
+    gate, up = F.linear(rms_norm(hidden, w["norm2"], w["eps"]), w["gate_up"], w["gate_up_bias"]).chunk(2, dim=-1)
+    return F.linear(F.silu(gate) * up, w["down"], w["down_bias"])
+
+
+def rms_norm(x: Tensor, weight: Tensor, eps: float) -> Tensor:
     """transformers' Llama / Qwen2 RMSNorm for float32 (``supports`` admits no other dtype), as one fused op."""
     return F.rms_norm(x, (x.shape[-1],), weight, eps)
