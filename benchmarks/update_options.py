@@ -9,13 +9,15 @@ Arms (each a set of neggrad config overrides on top of the same GRPO step, ``los
 - ``share``: ``share_prompt_forward`` (each distinct prompt once, the completions on its KV cache);
 - ``group2`` / ``share+group2``: ``group_by_length`` with two micro-batches of 32 (shortest completions first, each
   micro-batch without its all-padding columns), without and with the shared prompt;
-- ``share+group4``: the same with four micro-batches of 16.
+- ``share+group4``: the same with four micro-batches of 16;
+- ``packed`` / ``share+packed``: ``remove_padding`` (the real tokens only), without and with the shared prompt.
 
 A few batches are sampled once from the random-init testbed model (EOS about 1 token in 23, so completion lengths
 vary and a third reach the limit). Then, trial by trial and arm after arm, ``policy_update`` runs on each batch
 from a fresh copy of the same weights and a fresh fused AdamW (the trainer's own), and its wall time is recorded.
 Printed: the median seconds per update of each arm and its ratio to ``plain``. Every arm computes the same loss
-and gradient up to float rounding (tests/test_shared_prompt.py, tests/test_group_by_length.py).
+and gradient up to float rounding (tests/test_shared_prompt.py, tests/test_group_by_length.py,
+tests/test_packed_forward.py).
 """
 
 from __future__ import annotations
@@ -59,6 +61,8 @@ ARMS = {
         "per_device_train_batch_size=16",
         "gradient_accumulation_steps=4",
     ],
+    "packed": ["remove_padding=true"],
+    "share+packed": ["share_prompt_forward=true", "remove_padding=true"],
 }
 
 
@@ -115,7 +119,8 @@ def main(argv: list[str] | None = None) -> None:
             times[name] += [time_update(config, model, batch) for batch in batches]
     print(
         f"testbed model, 8 prompts x 8, completions up to {args.max_completion_length} tokens (mean "
-        f"{lengths.mean():.1f}), {args.threads} thread(s), {args.batches} batches x {args.trials} trials, load "
+        f"{lengths.mean():.1f}), {args.threads} thread(s), OMP_WAIT_POLICY="
+        f"{os.environ.get('OMP_WAIT_POLICY', 'libgomp default')}, {args.batches} batches x {args.trials} trials, load "
         f"average {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
     )
     plain = statistics.median(times["plain"])
