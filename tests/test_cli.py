@@ -94,6 +94,10 @@ def test_demo_smoke_trains_and_reports(tmp_path):
     assert "before RL" in result.stdout and "after 3 ngrpo steps" in result.stdout
     summary = json.loads((run / "summary.json").read_text())
     assert summary["steps"] == 3 and summary["policy/sft_steps"] >= 1
+    # the thread set-up is recorded: the command's own OpenMP choice unless the environment made it
+    chosen = os.environ.get("OMP_WAIT_POLICY", None)
+    assert summary["runtime"]["torch_threads"] >= 1
+    assert summary["runtime"]["omp_wait_policy"] in ({chosen} if chosen else {"PASSIVE", "libgomp default"})
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert all(torch.isfinite(torch.tensor(x["loss/total"])) for x in lines)
     start = load_file(next((tmp_path / "cache").glob("testbed-*")) / "model.safetensors")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import random
 import signal
 import threading
@@ -639,6 +640,11 @@ class Trainer:
             "stopped_by": stopped_by,
             "spent": {kind: s[key] for kind, key in SPENT.items()},
             **{f"policy/{k}": v for k, v in self.policy_info.items()},
+            # what set this process's CPU speed (docs/troubleshooting.md): the `neggrad` command picks the policy
+            "runtime": {
+                "torch_threads": torch.get_num_threads(),
+                "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "libgomp default"),
+            },
         }
 
 
