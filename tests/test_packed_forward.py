@@ -104,12 +104,13 @@ def test_gradient_checkpointing_refuses_it():
     [
         [PARITY, "loss_type=dapo", "share_prompt_forward=true"],
         [PARITY, "method=nthr"],  # hidden states and logits for NTHR's token scores
+        [PARITY, "method=nthr", "nthr.scope=batch"],  # every row's hidden states against the whole batch
         [PARITY, "num_iterations=2", "beta=0.04", "share_prompt_forward=true"],  # old-policy and reference passes
         [PARITY, "logprob_chunk=5", "lld.enabled=true"],  # the hidden-state path and LLD's after-pass
         # micro-batches of 4 sorted by length and trimmed, then packed
         [PARITY, "group_by_length=true", "per_device_train_batch_size=4", "gradient_accumulation_steps=2"],
     ],
-    ids=["dapo+shared", "nthr", "2iter+kl+shared", "chunk+lld", "grouped"],
+    ids=["dapo+shared", "nthr", "nthr-batch", "2iter+kl+shared", "chunk+lld", "grouped"],
 )
 def test_training_without_padding_equals_training_with(tmp_path, extra):
     plain, _, w_plain = run(tmp_path / "plain", *extra, steps=2)
