@@ -26,19 +26,19 @@ this pass would bypass). ``check`` says why not otherwise.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from neggrad.rollout.base import Rollout, distinct_rows
-from neggrad.rollout.slim import fused_weights, mlp_block, rms_norm, rotary
+from neggrad.rollout.slim import fused_weights, mlp_block, rms_norm, rotary, supports
 
 
 def check(model, reference=None, *, launched: bool = False) -> None:
     """Raise ValueError saying why ``remove_padding`` cannot run ``model`` (and the KL ``reference``, when there
     is one); ``launched``: under a distributed launcher (accelerate / torchrun). Return None when it can."""
-    from neggrad.rollout.slim import supports
-
     if launched:
         raise ValueError(
             "remove_padding runs its own forward, past the DDP / FSDP wrapper that synchronises gradients: "
@@ -116,9 +116,12 @@ def packed_pass(model, rollout: Rollout, *, share_prompt: bool, logits: bool) ->
     return out.view(batch, t, -1), hidden
 
 
-class _Shape:
-    def __init__(self, heads: int, kv_heads: int, head_dim: int):
-        self.heads, self.kv_heads, self.head_dim = heads, kv_heads, head_dim
+class _Shape(NamedTuple):
+    """Attention heads: query heads, key-value heads, the width of one head."""
+
+    heads: int
+    kv_heads: int
+    head_dim: int
 
 
 def _run(base, layers, shape: _Shape, ids: Tensor, run: Tensor, pos: Tensor, attn: Tensor, prefix):
