@@ -44,7 +44,7 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
-importlib.import_module("neggrad.cli")  # the OpenMP wait policy the `neggrad` command chooses (step_time.py)
+importlib.import_module("neggrad.cli").choose_omp_wait_policy()  # as the `neggrad` command does, before torch loads
 
 import torch  # noqa: E402
 from transformers import AutoModelForCausalLM, StaticCache  # noqa: E402

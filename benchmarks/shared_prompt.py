@@ -28,7 +28,7 @@ import sys
 import time
 from pathlib import Path
 
-importlib.import_module("neggrad.cli")  # the OpenMP wait policy the `neggrad` command chooses (see step_time.py)
+importlib.import_module("neggrad.cli").choose_omp_wait_policy()  # as the `neggrad` command does, before torch loads
 
 import torch  # noqa: E402
 

@@ -79,7 +79,7 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # The OpenMP wait policy the `neggrad` command would choose; read when torch loads, so before the import.
-importlib.import_module("neggrad.cli")  # sets OMP_WAIT_POLICY as the command does
+importlib.import_module("neggrad.cli").choose_omp_wait_policy()  # as the `neggrad` command does, before torch loads
 
 import torch  # noqa: E402
 

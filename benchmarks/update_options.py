@@ -29,7 +29,7 @@ import os
 import statistics
 import time
 
-importlib.import_module("neggrad.cli")  # the OpenMP wait policy the `neggrad` command chooses (step_time.py)
+importlib.import_module("neggrad.cli").choose_omp_wait_policy()  # as the `neggrad` command does, before torch loads
 
 import torch  # noqa: E402
 

@@ -68,9 +68,11 @@ def busy_cores(sample_s: float = 0.1) -> float | None:
     return share * (os.cpu_count() or 1)
 
 
-def _choose_omp_wait_policy(environ=os.environ) -> None:
-    """Set ``OMP_WAIT_POLICY`` by ``omp_wait_policy`` unless the environment sets it. Must run before torch loads.
-    Other work measured now, not later: a run started next to this one later finds this one's threads busy."""
+def choose_omp_wait_policy(environ=os.environ) -> None:
+    """Set ``OMP_WAIT_POLICY`` by ``omp_wait_policy`` unless the environment sets it. OpenMP reads it when torch
+    loads, so ``main`` calls this first, and a script that wants the command's choice calls it before importing
+    torch (the benchmarks do). Other work is measured now, not later: a run started next to this one later finds
+    this one's threads busy."""
     if "OMP_WAIT_POLICY" in environ:
         return
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
@@ -87,8 +89,6 @@ def _choose_omp_wait_policy(environ=os.environ) -> None:
     if policy:
         environ["OMP_WAIT_POLICY"] = policy
 
-
-_choose_omp_wait_policy()
 
 # a run of `neggrad compare --jobs N` logs bare lines: the parent prefixes each with the time and the run
 _PLAIN = bool(os.environ.get("NEGGRAD_PLAIN_LOG"))
@@ -750,6 +750,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if "torch" not in sys.modules:  # once torch is loaded the policy is fixed (a test calling main in-process)
+        choose_omp_wait_policy()
     from neggrad.trainer.checkpoint import CheckpointError, CheckpointWriteError
     from neggrad.trainer.loop import NonFiniteError, OutOfMemoryStop
     from neggrad.trainer.metrics import RunFileError
