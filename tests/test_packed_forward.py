@@ -9,7 +9,7 @@ from neggrad.config import ConfigError, build_config
 from neggrad.models.packed import check, packed_pass
 from neggrad.models.policy import completion_forward, completion_hidden
 from tests.test_frontier_train import PARITY, run
-from tests.test_shared_prompt import CHAT_PROMPTS, TESTBED_PROMPTS, _logp, _rollout, chat, testbed  # noqa: F401
+from tests.test_shared_prompt import TESTBED_PROMPTS, _logp, _rollout, chat, padded_case, testbed  # noqa: F401
 
 
 def _grads(model, rollout, **how) -> list[torch.Tensor]:
@@ -25,12 +25,7 @@ def _grads(model, rollout, **how) -> list[torch.Tensor]:
 @pytest.mark.parametrize("share", [False, True], ids=["own-prompts", "shared-prompts"])
 @pytest.mark.parametrize("which", ["testbed", "chat-sdpa", "chat-eager"])
 def test_packed_forward_equals_the_models_forward(testbed, chat, which, share):  # noqa: F811
-    model, tokenizer = testbed if which == "testbed" else chat
-    if which != "testbed":
-        model.set_attn_implementation(which.split("-")[1])
-    rollout = _rollout(model, tokenizer, TESTBED_PROMPTS if which == "testbed" else CHAT_PROMPTS)
-    assert rollout.prompt_mask.eq(0).any() and len(set(rollout.lengths.tolist())) > 1  # padding, ragged ends
-    model.train()
+    model, rollout = padded_case(testbed, chat, which)
     plain, h_plain = completion_forward(model, rollout, return_hidden=True)
     packed, h_packed = completion_forward(model, rollout, return_hidden=True, share_prompt=share, packed=True)
     assert packed.shape == plain.shape and h_packed.shape == h_plain.shape

@@ -50,14 +50,20 @@ def _grads(model, rollout, share: bool) -> list[torch.Tensor]:
     return [p.grad.clone() for p in model.parameters()]
 
 
-@pytest.mark.parametrize("which", ["testbed", "chat-sdpa", "chat-eager"])
-def test_shared_forward_equals_the_plain_forward(testbed, chat, which):
+def padded_case(testbed, chat, which: str):
+    """(model in train mode, rollout) for ``which`` of "testbed", "chat-sdpa", "chat-eager": prompts left padded to
+    two widths, completions of different lengths."""
     model, tokenizer = testbed if which == "testbed" else chat
     if which != "testbed":
         model.set_attn_implementation(which.split("-")[1])
     rollout = _rollout(model, tokenizer, TESTBED_PROMPTS if which == "testbed" else CHAT_PROMPTS)
     assert rollout.prompt_mask.eq(0).any() and len(set(rollout.lengths.tolist())) > 1  # padding, ragged ends
-    model.train()
+    return model.train(), rollout
+
+
+@pytest.mark.parametrize("which", ["testbed", "chat-sdpa", "chat-eager"])
+def test_shared_forward_equals_the_plain_forward(testbed, chat, which):
+    model, rollout = padded_case(testbed, chat, which)
     plain, h_plain = completion_forward(model, rollout, return_hidden=True)
     shared, h_shared = completion_forward(model, rollout, return_hidden=True, share_prompt=True)
     assert shared.shape == plain.shape and h_shared.shape == h_plain.shape
