@@ -15,7 +15,8 @@
 # method nthr), lora (hf + LoRA r=16 + gradient checkpointing), gc (hf + gradient checkpointing), lean (the lean
 # decode loop), compact (the lean loop with rollout.compact: shared prefill, finished rows dropped), shared (hf +
 # share_prompt_forward and group_by_length in the update). EXTRA="k=v ..."
-# adds overrides to every arm. STEP_LIMIT is each arm's time limit in seconds (default 200).
+# adds overrides to every arm. STEP_LIMIT is each arm's time limit in seconds (default 200), load and evaluation
+# included; an arm that passes it prints every thread's Python stack (faulthandler) to show where it was.
 # Needs: neggrad with its math extra on a CUDA machine; vLLM (pip install 'neggrad[vllm]') for the vllm arm, which is
 # skipped with a message when vLLM is missing (GPU_CHECK_REQUIRE_VLLM=1 makes that exit 3). Without a GPU it stops
 # with a message (exit 2). Nothing is downloaded (HF_HUB_OFFLINE=1). A failed arm prints its log's tail, the other
@@ -172,13 +173,23 @@ for arm in $ARMS; do
     rm -rf "$dir"
     t0=$SECONDS
     # shellcheck disable=SC2086  # word splitting of the override lists is intended
-    if timeout "$STEP_LIMIT" "$PY" -m neggrad.cli train --config "$OUT/config.yaml" --run-dir "$dir" \
-        "max_steps=$STEPS" $overrides ${EXTRA:-} > "$OUT/$arm.log" 2>&1; then
+    # at the limit the run gets SIGABRT, and Python's faulthandler writes every thread's stack to the log: a run that
+    # stalls (the NTHR arm on the H200, issue 17) says where
+    if timeout -s ABRT -k 20 "$STEP_LIMIT" "$PY" -X faulthandler -m neggrad.cli train --config "$OUT/config.yaml" \
+        --run-dir "$dir" "max_steps=$STEPS" $overrides ${EXTRA:-} > "$OUT/$arm.log" 2>&1; then
         echo "gpu_check: $arm run took $((SECONDS - t0)) s in all (load, eval before/after, $STEPS steps)"
         summarise "$dir" "$arm" | tee -a "$OUT/summary.txt" || status=1
     else
-        echo "gpu_check: the $arm run failed or passed its $STEP_LIMIT s limit; last lines of $OUT/$arm.log:" >&2
-        tail -n 15 "$OUT/$arm.log" >&2
+        rc=$?
+        if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then
+            echo "gpu_check: the $arm run passed its $STEP_LIMIT s limit after $(grep -c '"time/step"' "$dir/metrics.jsonl" \
+                2>/dev/null || echo 0) steps; where it was (from $OUT/$arm.log):" | tee -a "$OUT/summary.txt" >&2
+            sed -n '/^Fatal Python error/,$p' "$OUT/$arm.log" | grep -v -e '^ *File ".*/\(threading\|selectors\|queue\)\.py"' -e '^Extension modules' \
+                | head -n 60 | tee -a "$OUT/summary.txt" >&2
+        else
+            echo "gpu_check: the $arm run failed (exit $rc); last lines of $OUT/$arm.log:" | tee -a "$OUT/summary.txt" >&2
+            tail -n 15 "$OUT/$arm.log" | tee -a "$OUT/summary.txt" >&2
+        fi
         status=1
     fi
 done
