@@ -80,6 +80,14 @@ def test_it_refuses_what_it_does_not_compute(testbed, chat):  # noqa: F811
             dtype, device = torch.float32, torch.device("cpu")
 
         check(model, Wrapper())
+    new_names = hasattr(model, "activation_checkpointing_enable")  # transformers renamed these
+    (model.activation_checkpointing_enable if new_names else model.gradient_checkpointing_enable)()
+    try:
+        with pytest.raises(ValueError, match="gradient checkpointing"):
+            check(model)
+    finally:
+        (model.activation_checkpointing_disable if new_names else model.gradient_checkpointing_disable)()
+    check(model)
     chat_model, _ = chat
     chat_model.config.attention_dropout = 0.1
     try:
@@ -129,3 +137,28 @@ def test_a_lora_run_is_refused_before_training(tmp_path):
     trainer = Trainer(cfg(folder, "model.lora.enabled=true", "model.lora.r=4", "remove_padding=true"), tmp_path / "r")
     with pytest.raises(ConfigError, match="remove_padding"):
         trainer.setup()
+
+
+def test_auto_runs_it_where_it_computes_and_says_so(tmp_path):
+    import json
+
+    auto, _, w_auto = run(tmp_path / "auto", PARITY, "remove_padding=auto", steps=2)
+    on, _, w_on = run(tmp_path / "on", PARITY, "remove_padding=true", steps=2)
+    assert [r["loss/total"] for r in auto] == [r["loss/total"] for r in on]  # the same forward ran
+    assert all(torch.equal(w_auto[k], w_on[k]) for k in w_on)
+    assert json.loads((tmp_path / "auto" / "summary.json").read_text())["runtime"]["remove_padding"] is True
+    assert "remove_padding: auto" in (tmp_path / "auto" / "config.yaml").read_text()  # what the user gave, kept
+
+
+def test_auto_turns_it_off_where_true_is_refused(tmp_path, caplog):
+    from neggrad.trainer.loop import Trainer
+    from tests.test_models import _save_tiny, cfg
+
+    assert build_config({}, ["remove_padding=auto", "model.gradient_checkpointing=true"]).remove_padding == "auto"
+    folder = _save_tiny(tmp_path / "tiny-llama")
+    trainer = Trainer(cfg(folder, "model.lora.enabled=true", "model.lora.r=4", "remove_padding=auto"), tmp_path / "r")
+    with caplog.at_level("INFO", logger="neggrad"):
+        trainer.setup()
+    assert trainer.config.remove_padding is False
+    assert any("remove_padding auto: off" in r.getMessage() and "LoRA" in r.getMessage() for r in caplog.records)
+    assert "remove_padding: auto" in (tmp_path / "r" / "config.yaml").read_text()

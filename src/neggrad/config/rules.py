@@ -104,7 +104,7 @@ def combinations(config: Config) -> None:
             "share_prompt_forward runs the completions on the prompts' KV cache, which gradient checkpointing turns "
             "off: set one of share_prompt_forward and model.gradient_checkpointing to false"
         )
-    if config.remove_padding and config.model.gradient_checkpointing:
+    if config.remove_padding is True and config.model.gradient_checkpointing:
         raise ValueError(
             "remove_padding runs its own forward, without gradient checkpointing: set one of remove_padding and "
             "model.gradient_checkpointing to false"

@@ -210,12 +210,14 @@ class Config(_Section):
     Prefix Grouper, arXiv:2506.05433). The same log-probs and gradients to float rounding, fewer tokens run: the
     longer the prompts and the larger num_generations, the larger the saving. Not with gradient checkpointing (which
     turns the KV cache off)."""
-    remove_padding: bool = False
+    remove_padding: bool | Literal["auto"] = False
     """Run the training (and old-policy, reference, LLD) forwards on the real tokens only: the per-token work
     (projections, MLP, LM head) skips the padding of prompts and completions, and only the positions that predict a
     completion token run (neggrad.models.packed; the idea of verl's use_remove_padding). The same log-probs and
     gradients to float rounding. For LlamaForCausalLM / Qwen2ForCausalLM (SmolLM2, Qwen2.5, the testbed) in
-    float32 on the CPU, one process, no LoRA; not with gradient checkpointing. Combines with share_prompt_forward."""
+    float32 on the CPU, one process, no LoRA, no gradient checkpointing: true refuses anything else at set-up.
+    auto: on where those hold and off otherwise (a GPU, bfloat16, LoRA, a launcher), the choice and its reason in
+    the log and in summary.json's runtime. Combines with share_prompt_forward."""
 
     # ---- optimizer
     learning_rate: float = Field(5e-5, gt=0, allow_inf_nan=False)

@@ -36,29 +36,45 @@ from neggrad.rollout.base import Rollout, distinct_rows
 from neggrad.rollout.slim import fused_weights, mlp_block, rms_norm, rotary, supports
 
 
-def check(model, reference=None, *, launched: bool = False) -> None:
-    """Raise ValueError saying why ``remove_padding`` cannot run ``model`` (and the KL ``reference``, when there
-    is one); ``launched``: under a distributed launcher (accelerate / torchrun). Return None when it can."""
+def refusal(model, reference=None, *, launched: bool = False) -> str | None:
+    """Why ``remove_padding`` cannot run ``model`` (and the KL ``reference``, when there is one), or None when it
+    can; ``launched``: under a distributed launcher (accelerate / torchrun)."""
     if launched:
-        raise ValueError(
-            "remove_padding runs its own forward, past the DDP / FSDP wrapper that synchronises gradients: "
-            "set remove_padding to false when training under accelerate or torchrun"
+        return (
+            "remove_padding runs its own forward, past the DDP / FSDP wrapper that synchronises gradients under "
+            "accelerate or torchrun"
         )
     for what, m in (("model", model), ("KL reference model", reference)):
         if m is None:
             continue
         if not supports(m):
-            raise ValueError(
+            return (
                 f"remove_padding runs its own Llama / Qwen2 forward, checked for LlamaForCausalLM and "
                 f"Qwen2ForCausalLM in float32 on the CPU with plain Linear layers (no LoRA adapters); the {what} is "
-                f"{type(m).__name__} ({getattr(m, 'dtype', '?')}, {getattr(m, 'device', '?')}): "
-                "set remove_padding to false"
+                f"{type(m).__name__} ({getattr(m, 'dtype', '?')}, {getattr(m, 'device', '?')})"
             )
         if getattr(m.config, "attention_dropout", 0.0):
-            raise ValueError(
+            return (
                 f"remove_padding computes attention without dropout; the {what}'s attention_dropout is "
-                f"{m.config.attention_dropout}: set remove_padding to false"
+                f"{m.config.attention_dropout}"
             )
+        if _checkpointing(m):
+            return f"remove_padding runs its own forward, without the {what}'s gradient checkpointing"
+    return None
+
+
+def _checkpointing(model) -> bool:
+    """Whether ``model`` has (transformers') gradient checkpointing on, asked by the property's newer name
+    ``is_activation_checkpointing`` where the class has it (the older name warns there), else the older one."""
+    newer = hasattr(type(model), "is_activation_checkpointing")
+    return bool(getattr(model, "is_activation_checkpointing" if newer else "is_gradient_checkpointing", False))
+
+
+def check(model, reference=None, *, launched: bool = False) -> None:
+    """Raise ValueError saying why ``remove_padding`` cannot run ``model`` (``refusal``); return None when it can."""
+    why = refusal(model, reference, launched=launched)
+    if why:
+        raise ValueError(f"{why}: set remove_padding to false, or to auto to use it only where it runs")
 
 
 def packed_pass(model, rollout: Rollout, *, share_prompt: bool, logits: bool) -> tuple[Tensor | None, Tensor]:

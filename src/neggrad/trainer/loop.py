@@ -39,6 +39,7 @@ from neggrad.core.groups import KINDS
 from neggrad.feedback.build import close_judges
 from neggrad.models.load import load_policy, reference_model
 from neggrad.models.packed import check as check_packed
+from neggrad.models.packed import refusal as packed_refusal
 from neggrad.models.policy import linear_head
 from neggrad.rollout import build_rollout
 from neggrad.rollout.base import Rollout
@@ -196,10 +197,7 @@ class Trainer:
                 raise ConfigError(str(err)) from None
         self.ref_model = reference_model(self.model, cfg, resumed=checkpoint is not None) if cfg.beta > 0 else None
         if cfg.remove_padding:
-            try:
-                check_packed(self.model, self.ref_model, launched=dist.accelerator is not None)
-            except ValueError as err:
-                raise ConfigError(str(err)) from None
+            self._decide_remove_padding(cfg)
         self.task = build_task(cfg, tokenizer=self.tokenizer)
         self.eval_set = self.task.eval_examples()
         self.engine = build_rollout(self.model, self.tokenizer, cfg)  # rollout.backend: hf or vllm
@@ -233,6 +231,20 @@ class Trainer:
             self.metrics = MetricsWriter(self.run_dir / "metrics.jsonl", keep_through_step=self.state["step"])
             resumed_step = self.state["step"] if checkpoint is not None else None
             self.trackers = Trackers.open(cfg, self.run_dir, resumed_step=resumed_step)
+
+    def _decide_remove_padding(self, cfg: Config) -> None:
+        """``remove_padding: true`` runs the packed forward or stops with why not; ``auto`` runs it where it can and
+        says which. ``self.config`` then holds the decision (true / false); config.yaml keeps what the user gave."""
+        launched = self.dist.accelerator is not None
+        if cfg.remove_padding is True:
+            try:
+                check_packed(self.model, self.ref_model, launched=launched)
+            except ValueError as err:
+                raise ConfigError(str(err)) from None
+            return
+        why = packed_refusal(self.model, self.ref_model, launched=launched)
+        logger.info("remove_padding auto: %s", f"off, since {why}" if why else "on (the packed forward)")
+        self.config = cfg.model_copy(update={"remove_padding": why is None})
 
     def _checkpoint_to_resume(self, trust_checkpoint: bool) -> tuple[Path, dict]:
         """The run's last checkpoint and its trainer state (hashes verified), after checking the resumed config
@@ -644,6 +656,7 @@ class Trainer:
             "runtime": {
                 "torch_threads": torch.get_num_threads(),
                 "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "libgomp default"),
+                "remove_padding": self.config.remove_padding,  # auto: what set-up decided
             },
         }
 
