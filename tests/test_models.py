@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 
 from neggrad.config import ConfigError, build_config
 from neggrad.models.load import AdapterDisabledReference, load_policy, reference_model
+from neggrad.models.packed import checkpointing_on
 from neggrad.models.testbed.tokenizer import build_tokenizer
 from neggrad.trainer.loop import Trainer, train
 from neggrad.trainer.metrics import read_metrics
@@ -78,7 +79,7 @@ def test_a_local_folder_loads_with_its_own_tokenizer_and_settings(tmp_path):
     folder = _save_tiny(tmp_path / "qwen", arch="qwen2")
     model, tokenizer, info = load_policy(cfg(folder, "model.gradient_checkpointing=true"))
     assert type(model).__name__ == "Qwen2ForCausalLM" and model.dtype == torch.float32
-    assert model.is_gradient_checkpointing
+    assert checkpointing_on(model)
     # AutoTokenizer would swap in Qwen2's tokenizer and drop the space token; the saved one is kept
     assert tokenizer("Q: 1+2=")["input_ids"] == build_tokenizer()("Q: 1+2=")["input_ids"]
     assert tokenizer.padding_side == "left"

@@ -230,8 +230,13 @@ def load_policy(
         model = model.to(dtype)
     model = model.to(device)
     if mc.gradient_checkpointing:
-        # non-reentrant: gradients reach the adapters even when every input of a block is frozen
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        # non-reentrant: gradients reach the adapters even when every input of a block is frozen. Newer transformers
+        # name it activation checkpointing (the older name warns there); older ones have only the older name
+        non_reentrant = {"use_reentrant": False}
+        if hasattr(model, "activation_checkpointing_enable"):
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs=non_reentrant)
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=non_reentrant)
     if mc.lora.enabled:
         model = _apply_lora(model, mc.lora, seed=config.seed, adapter_dir=checkpoint)
     info["parameters"] = sum(p.numel() for p in model.parameters())

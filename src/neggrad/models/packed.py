@@ -58,12 +58,12 @@ def refusal(model, reference=None, *, launched: bool = False) -> str | None:
                 f"remove_padding computes attention without dropout; the {what}'s attention_dropout is "
                 f"{m.config.attention_dropout}"
             )
-        if _checkpointing(m):
+        if checkpointing_on(m):
             return f"remove_padding runs its own forward, without the {what}'s gradient checkpointing"
     return None
 
 
-def _checkpointing(model) -> bool:
+def checkpointing_on(model) -> bool:
     """Whether ``model`` has (transformers') gradient checkpointing on, asked by the property's newer name
     ``is_activation_checkpointing`` where the class has it (the older name warns there), else the older one."""
     newer = hasattr(type(model), "is_activation_checkpointing")
